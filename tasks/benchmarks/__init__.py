@@ -1,0 +1,1 @@
+"""Benchmark sources behind `tasks.problems`: reading rows, checking their Rust, fetching pins."""
