@@ -1,4 +1,4 @@
-"""Specification of stage outputs: atomic shards with manifests, resumability, run-dir safety."""
+"""Specification of stage outputs: atomic shards with manifests, resumability."""
 
 from __future__ import annotations
 
@@ -19,13 +19,8 @@ from structlog.testing import capture_logs
 
 from tasks.artifacts import (
     IdentityError,
-    RunDirLock,
-    RunDirLocked,
-    RunIdentityMismatch,
-    RunManifestCorrupt,
     ShardProblem,
     check_shard,
-    ensure_run_identity,
     identity_hash,
     manifest_path_for,
     read_valid_shard,
@@ -229,79 +224,3 @@ def test_stale_temp_file_sweep_keeps_files_of_live_writers(tmp_path):
     dead.write_bytes(b"partial")
     assert remove_stale_temp_files(tmp_path) == [dead]
     assert live.exists()
-
-
-# ---------------------------------------------------------------- run directory lock
-
-
-HOLD_LOCK = """
-    import sys, time
-    from tasks.artifacts import RunDirLock
-    with RunDirLock({run_dir!r}):
-        print("held", flush=True)
-        time.sleep(120)
-"""
-
-
-def test_a_second_process_is_refused_with_the_holders_pid(tmp_path):
-    holder = start_python(HOLD_LOCK.format(run_dir=str(tmp_path)))
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunDirLocked) as refused:
-            with RunDirLock(tmp_path):
-                pass
-        assert f"pid {holder.pid}" in str(refused.value)
-        assert f"({sys.executable} -c" in str(refused.value)  # the holder's command line
-        assert "time.sleep(120)" in refused.value.holder_command
-        assert refused.value.holder_pid == holder.pid
-    finally:
-        holder.kill()
-        holder.wait(timeout=60)
-
-
-def test_a_killed_holder_does_not_block_the_next_run(tmp_path):
-    holder = start_python(HOLD_LOCK.format(run_dir=str(tmp_path)))
-    assert holder.stdout.readline().strip() == "held"
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait(timeout=60)
-    with RunDirLock(tmp_path) as lock:
-        assert json.loads(lock.lock_path.read_text())["pid"] == os.getpid()
-
-
-def test_the_lock_is_exclusive_within_one_process_and_released_on_exit(tmp_path):
-    with RunDirLock(tmp_path):
-        with pytest.raises(RunDirLocked, match=f"pid {os.getpid()}"):
-            with RunDirLock(tmp_path):
-                pass
-    with RunDirLock(tmp_path):
-        pass
-
-
-# ---------------------------------------------------------------- run identity
-
-
-def test_run_identity_is_recorded_once_and_accepted_again(tmp_path):
-    first = ensure_run_identity(tmp_path, IDENTITY)
-    recorded = json.loads((tmp_path / "run.json").read_text())
-    assert recorded["identity_hash"] == identity_hash(IDENTITY)
-    again = ensure_run_identity(tmp_path, dict(reversed(list(IDENTITY.items()))))
-    assert again == first
-    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
-
-
-def test_a_rerun_with_other_settings_is_refused_with_the_differing_keys(tmp_path):
-    ensure_run_identity(tmp_path, IDENTITY)
-    changed = {**IDENTITY, "executor": {"version": 4, "edition": "2021"}, "seed": 1}
-    with pytest.raises(RunIdentityMismatch) as refused:
-        ensure_run_identity(tmp_path, changed)
-    message = str(refused.value)
-    assert "executor.version: 3 (recorded) → 4 (this run)" in message
-    assert "seed: absent (recorded) → 1 (this run)" in message
-    assert "edition" not in message
-    assert json.loads((tmp_path / "run.json").read_text())["identity"]["executor"]["version"] == 3
-
-
-def test_a_damaged_run_manifest_is_reported(tmp_path):
-    (tmp_path / "run.json").write_text("{}")
-    with pytest.raises(RunManifestCorrupt, match="run.json is not a valid run manifest"):
-        ensure_run_identity(tmp_path, IDENTITY)
