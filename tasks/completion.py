@@ -57,8 +57,12 @@ def validate_raw(raw: str | bytes | None, max_bytes: int = MAX_COMPLETION_BYTES)
     """The answer as text, or InvalidCompletion for input no program should be built from."""
     if raw is None:
         raise InvalidCompletion("no completion (None)")
-    if isinstance(raw, bytes):
-        data = raw
+    if isinstance(raw, float) and raw != raw:  # a table's missing value
+        raise InvalidCompletion("no completion (missing value)")
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        data = bytes(raw)
+    elif not isinstance(raw, str):
+        raise InvalidCompletion(f"completion is a {type(raw).__name__}, not text")
     else:
         try:
             data = raw.encode("utf-8")

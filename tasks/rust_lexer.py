@@ -46,78 +46,72 @@ def tokenize(source: str, *, keep_comments: bool = False) -> list[Token]:
     return [t for t in iter_tokens(source) if keep_comments or t.kind != COMMENT]
 
 
+# One master pattern for the common tokens; the rare nestable/raw constructs are finished by
+# hand. Order matters: comments before `/`, raw strings and raw identifiers before identifiers,
+# char literals before lifetimes.
+_MASTER = re.compile(
+    r"""(?P<ws>\s+)
+    |(?P<line_comment>//[^\n]*)
+    |(?P<block_comment>/\*)
+    |(?P<raw_string>(?:br|cr|r)(?P<hashes>\#*)")
+    |(?P<string>[bc]?"(?:[^"\\]|\\.)*")
+    |(?P<open_string>[bc]?")
+    |(?P<char>b?'(?:\\(?:x[0-9A-Fa-f]{2}|u\{[0-9A-Fa-f_]{1,8}\}|.)|[^\\'\n])')
+    |(?P<lifetime>'[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)
+    |(?P<quote>b?')
+    |(?P<raw_ident>r\#[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)
+    |(?P<ident>[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)
+    |(?P<number>[0-9][0-9A-Za-z_]*(?:\.[0-9][0-9_]*(?:[eE][+-]?[0-9_]+)?[A-Za-z0-9_]*)?)
+    |(?P<punct>::|->|=>|\.\.=|\.\.\.|\.\.|==|!=|<=|>=|&&|\|\||.)""",
+    re.S | re.X,
+)
+
+
 def iter_tokens(source: str) -> Iterator[Token]:
     i, n = 0, len(source)
+    match_at = _MASTER.match
     while i < n:
-        ch = source[i]
-        if ch.isspace():
-            i += 1
-            continue
-        if source.startswith("//", i):
-            end = source.find("\n", i)
-            end = n if end < 0 else end
-            yield Token(COMMENT, source[i:end], i, end)
-            i = end
-            continue
-        if source.startswith("/*", i):
+        m = match_at(source, i)
+        kind = m.lastgroup
+        end = m.end()
+        if kind == "ws":
+            pass
+        elif kind == "ident":
+            yield Token(IDENT, m.group(), i, end)
+        elif kind == "punct":
+            yield Token(PUNCT, m.group(), i, end)
+        elif kind == "number":
+            yield Token(NUMBER, m.group(), i, end)
+        elif kind == "line_comment":
+            yield Token(COMMENT, m.group(), i, end)
+        elif kind == "block_comment":
             end, ok = _block_comment_end(source, i)
             yield Token(COMMENT, source[i:end], i, end, unterminated=not ok)
-            i = end
-            continue
-        raw = _RAW_STRING_RE.match(source, i)
-        if raw:
-            closing = '"' + raw.group(1)
-            end = source.find(closing, raw.end())
-            ok = end >= 0
-            end = end + len(closing) if ok else n
+        elif kind == "raw_string":
+            closing = '"' + m.group("hashes")
+            close = source.find(closing, end)
+            ok = close >= 0
+            end = close + len(closing) if ok else n
             yield Token(STRING, source[i:end], i, end, unterminated=not ok)
-            i = end
-            continue
-        if ch == '"' or (ch in "bc" and source.startswith('"', i + 1)):
-            quote = i if ch == '"' else i + 1
-            end, ok = _quoted_end(source, quote)
-            yield Token(STRING, source[i:end], i, end, unterminated=not ok)
-            i = end
-            continue
-        if ch == "'" or (ch == "b" and source.startswith("'", i + 1)):
-            char = _CHAR_RE.match(source, i)
-            if char:
-                yield Token(CHAR, char.group(), i, char.end())
-                i = char.end()
-                continue
-            if ch == "'":
-                ident = _IDENT_RE.match(source, i + 1)
-                if ident:
-                    yield Token(LIFETIME, source[i : ident.end()], i, ident.end())
-                    i = ident.end()
-                    continue
-            yield Token(PUNCT, "'", i, i + 1, unterminated=True)
-            i += 1
-            continue
-        if source.startswith("r#", i):
-            ident = _IDENT_RE.match(source, i + 2)
-            if ident:  # raw identifier: r#fn is the identifier `fn`
-                yield Token(IDENT, ident.group(), i, ident.end())
-                i = ident.end()
-                continue
-        ident = _IDENT_RE.match(source, i)
-        if ident:
-            yield Token(IDENT, ident.group(), i, ident.end())
-            i = ident.end()
-            continue
-        number = _NUMBER_RE.match(source, i)
-        if number:
-            yield Token(NUMBER, number.group(), i, number.end())
-            i = number.end()
-            continue
-        for punct in _MULTI_PUNCT:
-            if source.startswith(punct, i):
-                yield Token(PUNCT, punct, i, i + len(punct))
-                i += len(punct)
-                break
-        else:
-            yield Token(PUNCT, ch, i, i + 1)
-            i += 1
+        elif kind == "string":
+            yield Token(STRING, m.group(), i, end)
+        elif kind == "open_string":
+            yield Token(STRING, source[i:], i, n, unterminated=True)
+            end = n
+        elif kind == "char":
+            yield Token(CHAR, m.group(), i, end)
+        elif kind == "lifetime":
+            yield Token(LIFETIME, m.group(), i, end)
+        elif kind == "quote":
+            # `b'` without a valid char literal: the `b` is an identifier, as in rustc's view.
+            if m.group() == "b'":
+                yield Token(IDENT, "b", i, i + 1)
+                end = i + 1
+            else:
+                yield Token(PUNCT, "'", i, end, unterminated=True)
+        else:  # raw_ident: r#fn is the identifier `fn`
+            yield Token(IDENT, m.group()[2:], i, end)
+        i = end
 
 
 def _block_comment_end(source: str, start: int) -> tuple[int, bool]:
