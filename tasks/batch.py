@@ -1,0 +1,169 @@
+"""The batched executor: many programs per rustc and per sandbox launch, the per-sample verdicts.
+
+The per-sample path (`tasks.execute.run_program`) pays a sandbox launch and a rustc start-up per
+program and per run; here a batch of programs is compiled as modules of one crate
+(`tasks.batch_compile`), and the tests then run inside one sandbox launch: clean passes settled
+in one shared process, everything else in a process of its own (`tasks.batch_run`). Programs
+that cannot share a crate safely (`tasks.batch_safety`) are compiled alone, many per launch.
+
+Each program is judged from exactly what the per-sample path would have seen: the same compile
+errors, the same test output (module prefixes removed, libtest's `filtered out` count as a
+binary of its own would print it), the same exit status, the same limits. What cannot be told
+that way within the batch's time budget (a hang, something that killed the launch, a signal
+the launch cannot tell from an exit code) is handed back as a culprit, and the caller judges it
+with the per-sample path itself.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from tasks.batch_compile import CompiledGroup, Member, compile_group
+from tasks.batch_run import Built, as_run_result, run_all
+from tasks.batch_safety import assess, main_entry_reason
+from tasks.batch_script import Job, run_jobs
+from tasks.config import ExecutorConfig
+from tasks.execute import SOURCE_NAME, compile_argv, compile_verdict
+from tasks.sandbox import Sandbox, compile_limits
+from tasks.schema import Problem, Protocol, Verdict
+from tasks.verdict import harden_harness
+
+log = structlog.get_logger(__name__)
+
+READS_ENVIRONMENT = "`env::"  # batch_safety's reason for programs that read the environment
+ALONE_PER_LAUNCH = 32  # programs compiled alone per launch: well inside one compile's time limit
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    index: int  # the caller's number for this program
+    problem: Problem
+    program: str
+
+
+@dataclass
+class BatchStats:
+    programs: int = 0
+    grouped: int = 0  # compiled as modules of a shared crate
+    alone: int = 0  # compiled on their own (unsafe to share, or split off by bisection)
+    passes: int = 0  # rustc invocations on shared crates
+    culprits: int = 0  # handed back for the per-sample path
+    shared_process: int = 0  # settled by a test process shared with other programs (clean passes)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
+    reasons: dict[str, int] = field(default_factory=dict)  # why programs went alone
+
+
+@dataclass
+class BatchResult:
+    verdicts: dict[int, Verdict]
+    culprits: list[int]  # judge these with the per-sample path
+    stats: BatchStats
+
+
+def batch_reason(problem: Problem, program: str, edition: str) -> str | None:
+    """Why `program` must be compiled alone (None: it may share a crate)."""
+    return assess_program(problem, program, edition)[0]
+
+
+def assess_program(problem: Problem, program: str, edition: str) -> tuple[str | None, bool]:
+    """(why `program` must be compiled alone or None, whether its tests need a process of their own)."""
+    if edition == "2015":  # 2015 `use` paths start at the crate root, not the module
+        return "edition 2015", True
+    test = harden_harness(problem).test
+    if not program.endswith(test):
+        return "program does not end with the harness", True
+    if problem.protocol is Protocol.MAIN:
+        reason = main_entry_reason(test)
+        if reason:
+            return reason, True
+    return assess(program[: len(program) - len(test)], test)
+
+
+def judge_batch(sandbox: Sandbox, items: list[BatchItem], config: ExecutorConfig) -> BatchResult:
+    """Verdicts for `items` from a few sandbox launches; see the module docstring."""
+    nonce = secrets.token_hex(5)
+    stats = BatchStats(programs=len(items))
+    verdicts: dict[int, Verdict] = {}
+    culprits: list[int] = []
+    members = {item.index: Member(item.index, f"fb{nonce}_{item.index:05d}", item.problem, item.program)
+               for item in items}
+    with sandbox.new_workdir() as workdir:
+        shared: dict[Protocol, list[Member]] = {}
+        alone: list[Member] = []
+        for item in items:
+            reason, members[item.index].own_process = assess_program(item.problem, item.program, config.edition)
+            if reason is None:
+                shared.setdefault(item.problem.protocol, []).append(members[item.index])
+            elif reason.startswith(READS_ENVIRONMENT):  # a launch's jobs share its environment
+                culprits.append(item.index)
+                stats.reasons[reason] = stats.reasons.get(reason, 0) + 1
+            else:
+                alone.append(members[item.index])
+                stats.reasons[reason] = stats.reasons.get(reason, 0) + 1
+        groups: list[CompiledGroup] = []
+        clock = time.monotonic()
+        for protocol_members in shared.values():
+            outcome = compile_group(sandbox, workdir, protocol_members, config, nonce)
+            groups += outcome.compiled
+            verdicts.update(outcome.rejected)
+            alone += outcome.alone
+            stats.passes += outcome.passes
+        stats.grouped = sum(len(g.members) for g in groups) + len(verdicts)
+        stats.alone = len(alone)
+        clock = _lap(stats, "compile_shared", clock)
+        built_alone = _compile_alone(sandbox, workdir, alone, config, verdicts, culprits)
+        clock = _lap(stats, "compile_alone", clock)
+        stats.shared_process = run_all(sandbox, workdir, groups, built_alone, config, verdicts, culprits)
+        clock = _lap(stats, "run", clock)
+    stats.culprits = len(culprits)
+    return BatchResult(verdicts, culprits, stats)
+
+
+def _lap(stats: BatchStats, phase: str, since: float) -> float:
+    now = time.monotonic()
+    stats.seconds[phase] = stats.seconds.get(phase, 0.0) + now - since
+    return now
+
+
+def _alone_dir(sandbox: Sandbox, workdir: Path, member: Member) -> Path:
+    directory = workdir / f"a{member.index}"
+    directory.mkdir()
+    (directory / SOURCE_NAME).write_text(member.program, encoding="utf-8")
+    if sandbox.uid is not None:
+        os.chown(directory, sandbox.uid, sandbox.uid)
+    return directory
+
+
+def _compile_alone(
+    sandbox: Sandbox,
+    workdir: Path,
+    members: list[Member],
+    config: ExecutorConfig,
+    verdicts: dict[int, Verdict],
+    culprits: list[int],
+) -> list[Built]:
+    """Compile each member on its own, as the per-sample path does; returns those that built."""
+    built: list[Built] = []
+    limits = compile_limits(config.compile_timeout_s)
+    for start in range(0, len(members), ALONE_PER_LAUNCH):
+        chunk = members[start : start + ALONE_PER_LAUNCH]
+        jobs = [Job(f"c{m.index}", tuple(compile_argv(sandbox, m.problem, config.edition)),
+                    _alone_dir(sandbox, workdir, m).name, config.compile_timeout_s) for m in chunk]
+        results = run_jobs(sandbox, workdir, jobs, limits, limits.output_bytes)
+        for member, job in zip(chunk, jobs):
+            ran = as_run_result(results[job.name], sandbox, limits.output_bytes)
+            if ran is None:
+                culprits.append(member.index)
+                continue
+            failed = compile_verdict(ran, [workdir / job.cwd, workdir], config)
+            if failed is None:
+                built.append(Built(member, workdir / job.cwd, ran.seconds, shared_crate=False))
+            else:
+                verdicts[member.index] = failed
+    return built
