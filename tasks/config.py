@@ -68,6 +68,13 @@ class ExecutorConfig(BaseModel):
         }
 
 
+def _checked_ks(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The ks sorted and deduplicated; each must be >= 1 (None: resolved later)."""
+    if value is not None and (not value or min(value) < 1):
+        raise ValueError("every k must be >= 1")
+    return None if value is None else tuple(sorted(set(value)))
+
+
 class RunConfig(BaseModel):
     """One evaluation run: what is judged, how, how it is scored, where it lives, how it scales.
 
@@ -95,9 +102,7 @@ class RunConfig(BaseModel):
     @field_validator("ks")
     @classmethod
     def _positive_ks(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if value is not None and (not value or min(value) < 1):
-            raise ValueError("every k must be >= 1")
-        return None if value is None else tuple(sorted(set(value)))
+        return _checked_ks(value)
 
     def settings_identity(self, ks: tuple[int, ...]) -> dict:
         """Settings that change results or metrics (with the resolved ks)."""
@@ -222,9 +227,7 @@ class BenchmarkConfig(BaseModel):
     @field_validator("ks")
     @classmethod
     def _positive_ks(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if value is not None and (not value or min(value) < 1):
-            raise ValueError("every k must be >= 1")
-        return None if value is None else tuple(sorted(set(value)))
+        return _checked_ks(value)
 
     def generation_for(self, entry: ModelEntry, out: Path) -> GenerationConfig:
         return GenerationConfig(model=entry.model, adapters=entry.adapters, benchmark=self.benchmark, out=out,

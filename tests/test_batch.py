@@ -8,8 +8,6 @@ pools claim sandbox worker ids from 300 up, clear of the ids other test modules 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +22,7 @@ from tasks.execute import Prepared, prepare, run_program
 from tasks.sandbox import run_limits
 from tasks.schema import Problem, Protocol, Status
 from tasks.toolchain import find_toolchain
+from tests.helpers import temp_work_root
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandboxes drop root to a sandbox uid")
 
@@ -112,9 +111,7 @@ def toolchain():
 
 @pytest.fixture(scope="module")
 def work_root():
-    root = Path(tempfile.mkdtemp(prefix="ferrisbench-batch-test-", dir="/var/lib"))
-    yield root
-    shutil.rmtree(root)
+    yield from temp_work_root("ferrisbench-batch-test-")
 
 
 def config_for(work_root: Path, sandbox: str = "bubblewrap", **overrides) -> ExecutorConfig:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import structlog
 
 from flows.cli import main as cli_main
+from tests.helpers import restored_logging
 from tasks.benchmarks.pypi_wheel import read_wheel_member
 from tasks.problems import HUMANEVAL_RUST_WHEEL, default_cache_dir
 from tasks.sandbox import BubblewrapSandbox
@@ -47,11 +47,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops roo
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    """`flows.cli.main` points structlog at the sys.stderr of the moment, which is this test's
-    capture; later tests must not log into a closed file."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
+    yield from restored_logging()
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.batch_pool import claim_worker_ids
 from tasks.config import ExecutorConfig
 from tasks.execute import Execution, execute
 from tasks.problems import load_benchmark
 from tasks.sandbox import SANDBOX_UID_BASE, make_sandbox, processes_of_uid
 from tasks.schema import Status
 from tasks.toolchain import find_toolchain
+from tests.helpers import claimed_worker, temp_work_root
 
 KINDS = ["bubblewrap", "firejail"]
 TASK = "Transform/a265e6c4e2af"  # fn remove_negative(numbers: &[i32]) -> Vec<i32> {
@@ -136,18 +136,12 @@ def problem():
 
 @pytest.fixture(scope="module")
 def worker():
-    """A sandbox worker id no other pool on this machine holds while this module runs (every
-    run kills the leftover processes of its worker's uid)."""
-    [(worker, lock)] = claim_worker_ids(1, first=4100)
-    yield worker
-    os.close(lock)
+    yield from claimed_worker(first=4100)
 
 
 @pytest.fixture(scope="module")
 def work_root():
-    root = Path(tempfile.mkdtemp(prefix="ferrisbench-containment-test-", dir="/var/lib"))
-    yield root
-    shutil.rmtree(root)
+    yield from temp_work_root("ferrisbench-containment-test-")
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -18,20 +18,13 @@ from tasks.config import ExecutorConfig
 from tasks.dedup import VerdictCache, judging_context, program_sha256, verdict_key
 from tasks.evaluate import JudgeStats, SandboxPool, evaluate_frame, judge_records
 from tasks.execute import prepare
-from tasks.schema import Problem, Protocol, Status, Verdict
+from tasks.schema import Problem, Status, Verdict
 from tasks.toolchain import find_toolchain
+from tests.helpers import add_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_WORKER = 330
-ADD = Problem(
-    task_id="Test/add",
-    prompt="/// Adds two numbers.\nfn add(a: i64, b: i64) -> i64 {",
-    test="#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn test_add() {\n"
-    "        assert_eq!(add(2, 3), 5);\n    }\n}\n",
-    entry_point="add",
-    protocol=Protocol.LIBTEST,
-    expected_tests=("tests::test_add",),
-)
+ADD = add_problem()
 KEY_SCRIPT = """
 import sys
 from tasks.config import ExecutorConfig

@@ -16,21 +16,12 @@ import pytest
 from tasks.batch_pool import claim_worker_ids
 from tasks.config import ExecutorConfig
 from tasks.evaluate import SandboxPool, batch_size_for, evaluate_frame
-from tasks.schema import Problem, Protocol
 from tasks.toolchain import find_toolchain
+from tests.helpers import add_problem, temp_work_root
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_WORKER = 360
-ADD = Problem(
-    task_id="Test/add",
-    prompt="/// Adds two numbers.\nfn add(a: i64, b: i64) -> i64 {",
-    test="#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn test_add() {\n"
-    "        assert_eq!(add(2, 3), 5);\n    }\n}\n",
-    entry_point="add",
-    protocol=Protocol.LIBTEST,
-    category="arithmetic",
-    expected_tests=("tests::test_add",),
-)
+ADD = add_problem(category="arithmetic")
 CLAIM_SCRIPT = """
 import sys
 from pathlib import Path
@@ -47,9 +38,7 @@ def toolchain():
 
 @pytest.fixture(scope="module")
 def work_root():
-    root = Path(tempfile.mkdtemp(prefix="ferrisbench-evaluate-test-", dir="/var/lib"))
-    yield root
-    shutil.rmtree(root)
+    yield from temp_work_root("ferrisbench-evaluate-test-")
 
 
 @pytest.fixture

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tasks.batch_pool import claim_worker_ids
 from tasks.config import ExecutorConfig
 from tasks.evaluate import SandboxPool, evaluate_frame
 from tasks.execute import execute
@@ -29,6 +26,7 @@ from tasks.sandbox import SANDBOX_KINDS, SandboxLaunchFailed, make_sandbox
 from tasks.schema import Problem, Protocol, Status, Verdict
 from tasks.toolchain import Toolchain, find_toolchain
 from tasks.verdict import SIGNATURE_MODULE, harden_harness, judge_libtest, sentinel_test_name
+from tests.helpers import claimed_worker, temp_work_root
 
 _SHARED_BESIDE_REPO = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DATASETS = _SHARED_BESIDE_REPO if _SHARED_BESIDE_REPO.is_dir() else Path("/work/shared/datasets")
@@ -90,18 +88,12 @@ def toolchain() -> Toolchain:
 
 @pytest.fixture(scope="module")
 def worker():
-    """A sandbox worker id no other pool on this machine holds while this module runs (every
-    run kills the leftover processes of its worker's uid)."""
-    [(worker, lock)] = claim_worker_ids(1, first=4000)
-    yield worker
-    os.close(lock)
+    yield from claimed_worker(first=4000)
 
 
 @pytest.fixture(scope="module")
 def work_root():
-    root = Path(tempfile.mkdtemp(prefix="ferrisbench-executor-test-", dir="/var/lib"))
-    yield root
-    shutil.rmtree(root)
+    yield from temp_work_root("ferrisbench-executor-test-")
 
 
 @pytest.fixture(scope="module")

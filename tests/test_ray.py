@@ -7,7 +7,6 @@ report to the session's Prefect server.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,8 +22,8 @@ pytest.importorskip("prefect_ray", reason="the 'ray' extra is not installed")
 
 from flows.runtime import PipelineSetupError, check_runner_setup  # noqa: E402
 from tasks.shards import read_attempts  # noqa: E402
+from tests.helpers import comparable, scores  # noqa: E402
 
-PROVENANCE = ["compile_seconds", "run_seconds", "verdict_source", "program_sha256", "diagnostic"]  # not verdicts
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray then binds 127.0.0.1, not the host's address
 
 
@@ -49,18 +48,6 @@ def ray_address(prefect_api, tmp_path_factory):
         yield f"127.0.0.1:{port}"
     finally:
         stop_process_group(head, grace_s=3)
-
-
-def comparable(run_dir: Path) -> pd.DataFrame:
-    results = pd.read_parquet(run_dir / "results.parquet").drop(columns=PROVENANCE)
-    return results.sort_values(["policy_mode", "task_id", "sample_index"]).reset_index(drop=True)
-
-
-def scores(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("aggregate_identity", "results_sha256"):  # hashes of files that hold timings
-        metrics["meta"].pop(key)
-    return metrics
 
 
 def test_the_ray_runner_and_the_local_runner_give_identical_results(ray_address, reference_run, tiny_run_inputs, tmp_path):

@@ -22,13 +22,13 @@ import pytest
 from conftest import REFERENCE_SHARD_SIZE, SAMPLES_PER_TASK, TASKS, cli_env, die_with_parent, ferrisbench_command
 from tasks.artifacts import check_shard, manifest_path_for
 from tasks.shards import TEST_PAUSE_ENV, TEST_PAUSE_MARKER_ENV, read_attempts, results_shard_path
+from tests.helpers import comparable, scores
 
 SHARD_SIZE = REFERENCE_SHARD_SIZE
 SHARDS = -(-TASKS * SAMPLES_PER_TASK // SHARD_SIZE)
 MODES = ("no_policy", "policy")
 # Not verdicts, and different in every process: timings, whether a verdict came from the cache of an
 # earlier run, and the program text and diagnostics, which carry the harness's per-process secret.
-PROVENANCE = ["compile_seconds", "run_seconds", "verdict_source", "program_sha256", "diagnostic"]
 RUN_TIMEOUT_S = 180
 
 
@@ -91,18 +91,6 @@ def finished_shards(valid: dict) -> int:
 def untouched(before: dict, after: dict) -> bool:
     """Every shard that was complete before is still the very same file."""
     return all(after.get(key) == stamp for key, stamp in before.items())
-
-
-def comparable(run_dir: Path) -> pd.DataFrame:
-    results = pd.read_parquet(run_dir / "results.parquet").drop(columns=PROVENANCE)
-    return results.sort_values(["policy_mode", "task_id", "sample_index"]).reset_index(drop=True)
-
-
-def scores(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("aggregate_identity", "results_sha256"):  # hashes of files that hold timings
-        metrics["meta"].pop(key)
-    return metrics
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from tasks.sandbox import (
     processes_of_uid,
 )
 from tasks.toolchain import Toolchain, ToolchainMissing, find_toolchain
+from tests.helpers import temp_work_root
 
 WORKER = 93
 UID = SANDBOX_UID_BASE + WORKER
@@ -45,9 +44,7 @@ def toolchain() -> Toolchain:
 
 @pytest.fixture(scope="module")
 def work_root():
-    root = Path(tempfile.mkdtemp(prefix="ferrisbench-sandbox-test-", dir="/var/lib"))
-    yield root
-    shutil.rmtree(root)
+    yield from temp_work_root("ferrisbench-sandbox-test-")
 
 
 @pytest.fixture(scope="module", params=CONFINING_KINDS)

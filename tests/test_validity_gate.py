@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
-import structlog
 
 from flows.cli import main as cli_main
 from flows.evaluate import validity_table
@@ -24,6 +21,7 @@ from tasks.config import ExecutorConfig
 from tasks.evaluate import SandboxPool
 from tasks.problems import default_cache_dir, load_benchmark
 from tasks.toolchain import find_toolchain
+from tests.helpers import restored_logging, temp_work_root
 
 REFERENCE_FAILS = {
     "CodeGen/14a016b2fdd7": "reference solution: failed_tests (failed: tests::test_longest)",
@@ -39,11 +37,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops roo
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    """`flows.cli.main` points structlog at the sys.stderr of the moment, which is this test's
-    capture; later tests must not log into a closed file."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
+    yield from restored_logging()
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +50,7 @@ def fresh_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def work_root():
-    root = Path(tempfile.mkdtemp(prefix="ferrisbench-gate-test-", dir="/var/lib"))
-    yield root
-    shutil.rmtree(root)
+    yield from temp_work_root("ferrisbench-gate-test-")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from urllib.parse import urljoin
 
 import structlog
 
+from tasks.artifact_base import _fsync_dir
 from tasks.benchmarks.errors import BenchmarkError
 
 log = structlog.get_logger(__name__)
@@ -129,15 +130,7 @@ def _download_verified(url: str, path: Path, expected_sha256: str) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_dir(path.parent)
 
 
 def _reason(exc: BaseException) -> str:

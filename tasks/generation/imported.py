@@ -21,20 +21,11 @@ from tasks.generation.base import (
     TaskOutput,
     text_sha256,
 )
+from tasks.runplan import file_sha256
 from tasks.samples import SamplesError, check_against_problems, read_samples
 from tasks.schema import Problem
 
 MAX_SHOWN = 5
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ImportedSource(SampleSource):
