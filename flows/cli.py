@@ -265,7 +265,7 @@ def _run(run_config: RunConfig) -> int:
 
 
 def _validate(args: argparse.Namespace, config: ExecutorConfig) -> int:
-    from flows.evaluate import prepare, validity_table
+    from flows.gate import prepare, validity_table
     from tasks.problems import load_benchmark
 
     problem_set = load_benchmark(args.benchmark, edition=config.edition)

@@ -22,9 +22,9 @@ from prefect.futures import as_completed
 
 from flows import runtime
 from flows.aggregate import aggregate_flow
-from flows.gate import prepare, progress_bar, validity_table  # noqa: F401  (prepare: used by the CLI)
+from flows.gate import progress_bar, validity_table
 from tasks.artifacts import read_valid_shard, write_shard
-from tasks.config import ExecutorConfig, PolicyChoice, RunConfig
+from tasks.config import ExecutorConfig, RunConfig
 from tasks.evaluate import evaluate_frame, execution_identity
 from tasks.problems import BenchmarkError, read_problems_parquet
 from tasks.rundir import ensure_run_identity
@@ -247,22 +247,3 @@ def evaluate_deployment(config: RunConfig) -> dict:
     """Entry point of the prefect.yaml deployment: the CLI's path, the evaluate flow as a subflow
     on the task runner `config` asks for."""
     return run_evaluation(config)
-
-
-def evaluate_samples_file(
-    samples_path: Path,
-    benchmark: str,
-    out_dir: Path,
-    config: ExecutorConfig,
-    policy: PolicyChoice = PolicyChoice.BOTH,
-    ks: tuple[int, ...] | None = None,
-    include_invalid: bool = False,
-    only_sampled_tasks: bool = False,
-    show_progress: bool = True,
-) -> dict:
-    """Write the run directory `out_dir` (results.parquet, metrics.json, …); return the metrics."""
-    run_config = RunConfig(
-        samples=samples_path, benchmark=benchmark, out=out_dir, executor=config, policy=policy, ks=ks,
-        include_invalid=include_invalid, only_sampled_tasks=only_sampled_tasks, show_progress=show_progress,
-    )
-    return run_evaluation(run_config)["metrics"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main as cli_main
-from flows.evaluate import validity_table
+from flows.gate import validity_table
 from tasks.config import ExecutorConfig
 from tasks.evaluate import SandboxPool
 from tasks.problems import default_cache_dir, load_benchmark
