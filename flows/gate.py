@@ -54,7 +54,7 @@ def validity_table(
         except Exception:  # a torn cache file is recomputed, never trusted
             log.warning("gate_cache_unreadable", path=str(cache))
     with progress_bar(len(problem_set.problems), "validity gate", show_progress) as bar:
-        results = run_gate(list(problem_set.problems), config, pool, progress=lambda: bar.update())
+        results = run_gate(list(problem_set.problems), config, pool, toolchain, progress=lambda: bar.update())
     frame = gate_frame(results)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")

@@ -13,9 +13,10 @@ from typing import Callable
 import pandas as pd
 
 from tasks.config import ExecutorConfig
-from tasks.evaluate import SandboxPool
-from tasks.execute import Execution, execute
+from tasks.evaluate import SandboxPool, judge_records
+from tasks.execute import Execution
 from tasks.schema import Problem, Status, Validity
+from tasks.toolchain import Toolchain
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,22 @@ def run_gate(
     problems: list[Problem],
     config: ExecutorConfig,
     pool: SandboxPool,
+    toolchain: Toolchain,
     progress: Callable[[], None] | None = None,
 ) -> list[GateResult]:
-    """Run each reference (policy off: references may use anything) and classify the task."""
-
-    def check(problem: Problem, sandbox) -> GateResult:
-        if problem.canonical_solution is None:
-            return classify(problem, None)
-        return classify(problem, execute(problem, problem.canonical_solution, sandbox, config))
-
-    return pool.map(check, problems, on_done=progress)
+    """Run each reference through the same (batched, deduplicated) path as the samples, policy
+    off (references may use anything), and classify the task."""
+    with_reference = [p for p in problems if p.canonical_solution is not None]
+    records = [{"task_id": p.task_id, "completion": p.canonical_solution} for p in with_reference]
+    by_id = {p.task_id: p for p in with_reference}
+    judged = judge_records(records, by_id, config, pool, toolchain, progress)
+    executions = {p.task_id: j.execution for p, j in zip(with_reference, judged)}
+    results = []
+    for problem in problems:
+        if problem.task_id not in executions and progress:
+            progress()
+        results.append(classify(problem, executions.get(problem.task_id)))
+    return results
 
 
 def gate_frame(results: list[GateResult]) -> pd.DataFrame:
