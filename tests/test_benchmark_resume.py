@@ -78,7 +78,11 @@ def test_a_benchmark_killed_mid_generation_and_mid_evaluation_resumes_to_the_uni
     assert len(list((out / "generation" / "reference" / "samples" / "reference").glob("shard-*.parquet"))) == 2
     killed_at("after-shard-3", config, out, cache, tmp_path)
     assert not (out / "metrics.json").exists()
-    finished_shards = len(list((out / "evaluation" / "results").glob("*/no_policy/shard-*.parquet")))
+    # a shard is finished when both of its mode files are (a kill may fall between the two)
+    results = out / "evaluation" / "results"
+    per_mode = [{p.relative_to(p.parent.parent.parent).as_posix().replace(f"/{mode}/", "/")
+                 for p in results.glob(f"*/{mode}/shard-*.manifest.json")} for mode in ("no_policy", "policy")]
+    finished_shards = len(per_mode[0] & per_mode[1])
     assert 1 <= finished_shards < 12
 
     resumed = run_benchmark("--config", str(config), "--out", str(out), cache=cache, cwd=tmp_path)
