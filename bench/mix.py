@@ -57,6 +57,8 @@ _MUTATIONS = [
     (re.compile(r"(?<![\w.])0(?![\w.])"), "1"),
 ]
 
+_LOOP_HEADER = re.compile(r"\b(?:while|loop|for)\b[^{]*")
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -99,7 +101,11 @@ def _completion(problem: Problem, kind: str, number: int, rng: random.Random) ->
 
 
 def _mutate(body: str, rng: random.Random) -> str:
-    sites = [(m.start(), m.end(), replacement) for pattern, replacement in _MUTATIONS for m in pattern.finditer(body)]
+    """One operator or literal changed, never in a loop header: a mutant is a wrong answer, and a
+    loop that no longer ends is a hang (those come only from `hang_fraction`)."""
+    loop_headers = [(m.start(), m.end()) for m in _LOOP_HEADER.finditer(body)]
+    sites = [(m.start(), m.end(), replacement) for pattern, replacement in _MUTATIONS for m in pattern.finditer(body)
+             if not any(start <= m.start() < end for start, end in loop_headers)]
     if not sites:
         return body
     start, end, replacement = rng.choice(sites)

@@ -8,10 +8,12 @@ that cannot share a crate safely (`tasks.batch_safety`) are compiled alone, many
 
 Each program is judged from exactly what the per-sample path would have seen: the same compile
 errors, the same test output (module prefixes removed, libtest's `filtered out` count as a
-binary of its own would print it), the same exit status, the same limits. What cannot be told
-that way within the batch's time budget (a hang, something that killed the launch, a signal
-the launch cannot tell from an exit code) is handed back as a culprit, and the caller judges it
-with the per-sample path itself.
+binary of its own would print it), the same exit status, the same limits. A test run still going at the batch's short
+deadline (a hang, or just slow) is handed back as a rerun: the caller runs its binary again alone
+with the per-sample time limit (`tasks.batch_rerun`). What cannot be told that way at all
+(something that killed the launch, a signal the launch cannot tell from an exit code, a compile
+that failed for no member's reason) is handed back as a culprit, and the caller judges it with
+the per-sample path itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 import structlog
 
 from tasks.batch_compile import CompiledGroup, Member, compile_group
-from tasks.batch_run import Built, as_run_result, run_all
+from tasks.batch_rerun import hold_binaries
+from tasks.batch_run import Built, Rerun, as_run_result, run_all
 from tasks.batch_safety import assess, main_entry_reason
 from tasks.batch_script import Job, run_jobs
 from tasks.config import ExecutorConfig
@@ -54,6 +57,7 @@ class BatchStats:
     alone: int = 0  # compiled on their own (unsafe to share, or split off by bisection)
     passes: int = 0  # rustc invocations on shared crates
     culprits: int = 0  # handed back for the per-sample path
+    reruns: int = 0  # tests still running at a batch deadline: run again alone from their binary
     shared_process: int = 0  # settled by a test process shared with other programs (clean passes)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
     reasons: dict[str, int] = field(default_factory=dict)  # why programs went alone
@@ -64,6 +68,7 @@ class BatchResult:
     verdicts: dict[int, Verdict]
     culprits: list[int]  # judge these with the per-sample path
     stats: BatchStats
+    reruns: list[Rerun] = field(default_factory=list)  # judge these with `batch_rerun.rerun_verdict`
 
 
 def batch_reason(problem: Problem, program: str, edition: str) -> str | None:
@@ -91,6 +96,7 @@ def judge_batch(sandbox: Sandbox, items: list[BatchItem], config: ExecutorConfig
     stats = BatchStats(programs=len(items))
     verdicts: dict[int, Verdict] = {}
     culprits: list[int] = []
+    reruns: list[Rerun] = []
     members = {item.index: Member(item.index, f"fb{nonce}_{item.index:05d}", item.problem, item.program)
                for item in items}
     with sandbox.new_workdir() as workdir:
@@ -119,10 +125,12 @@ def judge_batch(sandbox: Sandbox, items: list[BatchItem], config: ExecutorConfig
         clock = _lap(stats, "compile_shared", clock)
         built_alone = _compile_alone(sandbox, workdir, alone, config, verdicts, culprits)
         clock = _lap(stats, "compile_alone", clock)
-        stats.shared_process = run_all(sandbox, workdir, groups, built_alone, config, verdicts, culprits)
+        stats.shared_process = run_all(sandbox, workdir, groups, built_alone, config, verdicts, culprits, reruns)
+        hold_binaries(sandbox, reruns, nonce)  # the work dir and its binaries go next
         clock = _lap(stats, "run", clock)
     stats.culprits = len(culprits)
-    return BatchResult(verdicts, culprits, stats)
+    stats.reruns = len(reruns)
+    return BatchResult(verdicts, culprits, stats, reruns)
 
 
 def _lap(stats: BatchStats, phase: str, since: float) -> float:

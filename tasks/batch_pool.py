@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import structlog
 
+from tasks.batch_rerun import sweep_held
 from tasks.config import ExecutorConfig
 from tasks.sandbox import SANDBOX_UID_BASE, Sandbox, make_sandbox
 from tasks.toolchain import Toolchain
@@ -105,6 +106,7 @@ class SandboxPool:
             self._slow_free.put(sandbox)
         self._slow_threads = ThreadPoolExecutor(len(self.slow_sandboxes), thread_name_prefix="ferrisbench-slow")
         self._finalizer = weakref.finalize(self, _release, fds, self._slow_threads)
+        sweep_held(sandboxes[0].work_root)  # binaries a killed run held for reruns
         log.info("sandbox_pool_ready", kind=config.sandbox.value, workers=ids[: config.workers],
                  slow_lane=ids[config.workers :])
 

@@ -12,12 +12,16 @@
 2. Own process: every other program runs in a process of its own (`batch_script`), and its
    output is read as if its binary had been built alone (module prefixes removed, libtest's
    `filtered out` count reset), so the per-sample path's judging rules apply unchanged.
+
+Every test run here has a short deadline (`batch_deadline_s`); a program still running at it is
+returned as a `Rerun`: its binary is run again alone, with the per-sample time limit, on the
+caller's slow lane (`tasks.batch_rerun`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tasks.batch_compile import CompiledGroup, Member
@@ -43,6 +47,16 @@ class Built:
     shared_crate: bool  # a module of a group's crate (else compiled alone)
 
 
+@dataclass
+class Rerun:
+    """A program whose tests were still running at a batch deadline: to be run again alone, from
+    the binary already built, with the per-sample time limit (`tasks.batch_rerun`)."""
+
+    built: Built
+    argv: tuple[str, ...]
+    binary: Path | None = None  # a copy held outside the batch's work dir (`batch_rerun.hold_binaries`)
+
+
 def run_all(
     sandbox: Sandbox,
     workdir: Path,
@@ -51,11 +65,13 @@ def run_all(
     config: ExecutorConfig,
     verdicts: dict[int, Verdict],
     culprits: list[int],
+    reruns: list[Rerun],
 ) -> int:
-    """Verdicts (or culprits) for every built program; returns how many the shared process settled."""
+    """Verdicts (or culprits, or reruns) for every built program; returns how many the shared
+    process settled."""
     limits = run_limits(config.run_timeout_s)
     built = [Built(m, g.directory, g.compile_seconds, True) for g in groups for m in g.members] + built_alone
-    settled = _shared_process(sandbox, workdir, groups, config, verdicts, culprits)
+    settled = _shared_process(sandbox, workdir, groups, config, verdicts, reruns)
     rest = [b for b in built if b.member.index not in settled]
     if not rest:
         return len(settled)
@@ -69,7 +85,10 @@ def run_all(
             result = _as_if_alone(result, item.member)
         ran = as_run_result(result, sandbox, limits.output_bytes)
         if ran is None:
-            culprits.append(item.member.index)
+            if not result.finished and result.started:  # still running at the batch deadline
+                reruns.append(Rerun(item, job.argv))
+            else:
+                culprits.append(item.member.index)
             continue
         verdicts[item.member.index] = run_verdict(item.member.problem, ran, item.compile_seconds,
                                                   [item.directory, workdir], config)
@@ -91,9 +110,10 @@ def _shared_process(
     groups: list[CompiledGroup],
     config: ExecutorConfig,
     verdicts: dict[int, Verdict],
-    culprits: list[int],
+    reruns: list[Rerun],
 ) -> set[int]:
-    """Indices settled by one shared test process per libtest group (clean passes, and hangs)."""
+    """Indices settled by one shared test process per libtest group: clean passes, and the
+    program still running at its deadline (a rerun alone judges it)."""
     plans = []
     for number, group in enumerate(groups):
         shared = [m for m in group.members if not m.own_process]
@@ -119,7 +139,8 @@ def _shared_process(
                                                      group.compile_seconds, [group.directory, workdir], config)
                 settled.add(member.index)
             elif member.module == running and not result.finished:  # still running at the deadline
-                culprits.append(member.index)
+                built = Built(member, group.directory, group.compile_seconds, True)
+                reruns.append(Rerun(built, _own_argv(built)))
                 settled.add(member.index)
     return settled
 
@@ -178,7 +199,7 @@ def _as_if_alone(result: JobResult, member: Member) -> JobResult:
     if summaries and member.problem.protocol is Protocol.LIBTEST:
         last = summaries[-1]
         stdout = stdout[: last.start(2)] + b"0" + stdout[last.end(2) :]
-    return JobResult(result.finished, result.status, stdout, clean(result.stderr), result.seconds)
+    return replace(result, stdout=stdout, stderr=clean(result.stderr))
 
 
 def as_run_result(result: JobResult, sandbox: Sandbox, cap: int) -> RunResult | None:

@@ -50,6 +50,7 @@ class JobResult:
     stdout: bytes
     stderr: bytes
     seconds: float  # this job's share of its launch's wall time
+    started: bool = True  # False: the launch never got to it (nothing ran)
 
 
 def decode_status(status: int, sandbox: Sandbox) -> tuple[int | None, int | None] | None:
@@ -104,7 +105,7 @@ def run_jobs(
             log.warning("batch_script_started_nothing", launch=launch, seconds=ran.seconds,
                         stderr=ran.stderr[:500].decode("utf-8", "replace"))
             for job in unstarted:
-                results[job.name] = JobResult(False, None, b"", b"", 0.0)
+                results[job.name] = JobResult(False, None, b"", b"", 0.0, started=False)
             unstarted = []
         if ran.timed_out or unstarted:
             log.debug("batch_script_cut", launch=launch, finished=len(ended), cut=len(started) - len(ended),

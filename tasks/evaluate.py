@@ -22,6 +22,8 @@ import pandas as pd
 import structlog
 
 from tasks.batch import BatchItem, BatchStats, judge_batch
+from tasks.batch_rerun import rerun_verdict
+from tasks.batch_run import Rerun
 from tasks.batch_pool import SandboxPool
 from tasks.config import ExecutorConfig
 from tasks.dedup import VerdictCache, judging_context, program_sha256, verdict_key
@@ -175,6 +177,7 @@ def judge_records(
     log.info("records_judged", records=len(records), executed=stats.executed, duplicates=stats.duplicates,
              cached=stats.cached, batch_size=config.batch_size, grouped=stats.batch.grouped,
              alone=stats.batch.alone, passes=stats.batch.passes, culprits=stats.batch.culprits,
+             reruns=stats.batch.reruns,
              shared_process=stats.batch.shared_process,
              seconds={k: round(v, 2) for k, v in stats.batch.seconds.items()}, alone_reasons=stats.batch.reasons)
     return judged
@@ -249,6 +252,10 @@ def judge_programs(
         for index in result.culprits:
             key, prepared = chunk[index]
             slow.append(pool.submit_slow(lambda sandbox, k=key, p=prepared: done(k, _per_sample(p, sandbox, config))))
+        for rerun in result.reruns:
+            key, prepared = chunk[rerun.built.member.index]
+            slow.append(pool.submit_slow(
+                lambda sandbox, k=key, p=prepared, r=rerun: done(k, _rerun(r, p, sandbox, config))))
 
     size = batch_size_for(expected, config.batch_size, len(pool.sandboxes))
     pool.map(batch, _chunks(programs, size))
@@ -262,6 +269,16 @@ def _per_sample(prepared: Prepared, sandbox: Sandbox, config: ExecutorConfig) ->
     except Exception as exc:  # the sandbox itself broke: score it, never drop the row
         log.error("sandbox_failure", task_id=prepared.problem.task_id, error=repr(exc))
         return Verdict(Status.SANDBOX_ERROR, diagnostic=f"executor error: {exc!r}"[:500])
+
+
+def _rerun(rerun: Rerun, prepared: Prepared, sandbox: Sandbox, config: ExecutorConfig) -> Verdict:
+    """A run alone of the binary the batch built; the per-sample path when that cannot tell."""
+    try:
+        verdict = rerun_verdict(rerun, sandbox, config)
+    except Exception as exc:  # e.g. the held binary is gone: compiling it again decides
+        log.warning("rerun_failed", task_id=prepared.problem.task_id, error=repr(exc))
+        verdict = None
+    return verdict if verdict is not None else _per_sample(prepared, sandbox, config)
 
 
 def batch_size_for(programs: int, batch_size: int, workers: int) -> int:
@@ -289,6 +306,7 @@ def _add_stats(total: BatchStats, part: BatchStats) -> None:
     total.alone += part.alone
     total.passes += part.passes
     total.culprits += part.culprits
+    total.reruns += part.reruns
     total.shared_process += part.shared_process
     for reason, count in part.reasons.items():
         total.reasons[reason] = total.reasons.get(reason, 0) + count

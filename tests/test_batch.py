@@ -160,9 +160,11 @@ def test_programs_that_cannot_share_a_crate_are_compiled_alone(toolchain, work_r
         "`env::var`": 1,
     }
     assert stats.duplicates == 1
-    # The environment reader and the three hangs go to the per-sample path (a hang needs its full time
-    # limit), the link error is split off by bisection, everything else shares a crate.
-    assert stats.batch.culprits == 4
+    # The environment reader goes to the per-sample path; the three hangs are run again alone from
+    # the binary their batch built, with the full time limit (no second compile); the link error is
+    # split off by bisection; everything else shares a crate.
+    assert stats.batch.culprits == 1
+    assert stats.batch.reruns == 3
     assert stats.batch.grouped + stats.batch.alone + 1 == stats.executed
     assert stats.batch.alone >= 6
     assert stats.batch.shared_process >= 1  # see the next specification
@@ -272,3 +274,28 @@ def test_a_hang_is_cut_off_at_its_own_deadline_and_the_rest_still_run(toolchain,
 )
 def test_what_may_share_a_crate_is_read_from_the_tokens(code, reason):
     assert unbatchable_reason(ADD.prompt + code + "\n", "\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n") == reason
+
+
+def test_a_test_run_cut_by_the_batch_deadline_is_rerun_alone_from_its_binary(toolchain, work_root):
+    spin = "    let t = std::time::Instant::now();\n    while t.elapsed() < std::time::Duration::from_millis(400) {}\n"
+    completions = [
+        (ADD, spin + "    a + b\n}"),  # shared test process: 2 calls, 0.8 s: cut at its deadline, passes alone
+        (ADD, "    std::thread::sleep(std::time::Duration::from_millis(400));\n    a + b\n}"),  # own process
+        (SORTED, "    if v.len() == 2 { loop {} }\n    v.windows(2).all(|w| w[0] <= w[1])\n}"),  # 1 of 2 tests, then a hang
+        (ADD, "    a + b\n}"),
+        (ADD, "    b + a\n}"),
+    ]
+    config = config_for(work_root)  # batch deadline 0.5 s, per-sample limit 1.5 s
+    records = [{"task_id": p.task_id, "completion": c} for p, c in completions]
+    stats = JudgeStats()
+    with SandboxPool(config, toolchain, first_worker=FIRST_WORKER) as pool:
+        judged = judge_records(records, PROBLEMS, config, pool, toolchain, stats=stats)
+        alone = [run_program(p, prepare(p, c, config).program, pool.sandboxes[0], config) for p, c in completions]
+    batched = [j.execution.verdict for j in judged]
+    assert [(v.status.value, v.tests_passed) for v in batched] == [(v.status.value, v.tests_passed) for v in alone]
+    assert [(v.status.value, v.tests_passed) for v in alone] == [("passed", 1), ("passed", 1), ("test_timeout", 1),
+                                                                ("passed", 1), ("passed", 1)]
+    assert (stats.batch.reruns, stats.batch.culprits) == (3, 0)  # no program was compiled a second time
+    assert batched[0].run_seconds >= 0.8 and batched[2].run_seconds >= config.run_timeout_s
+    held = work_root / "held"
+    assert not held.exists() or list(held.iterdir()) == []  # the held binaries are gone

@@ -1,0 +1,100 @@
+"""Programs whose tests outlived a batch's short deadline, run again alone with the full time limit.
+
+A batch gives every test run a short deadline (`batch_deadline_s`), so one hang cannot hold up a
+core's batches. What was still running at that deadline is judged again here, on the pool's slow
+lane, from the binary the batch already built: one process of its own, the per-sample path's time
+limit, its output read as if its binary had been built alone (`batch_run._as_if_alone`). That is
+exactly what the per-sample path would do after compiling it again, minus the compile.
+
+The batch's work dir is gone by then, so `hold_binaries` copies each such binary into a root-only
+directory beside the workers' dirs first; `rerun_verdict` removes the copy when done, and
+`sweep_held` removes copies a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import structlog
+
+from tasks.batch_run import Rerun, _as_if_alone, as_run_result
+from tasks.batch_script import Job, run_jobs
+from tasks.config import ExecutorConfig
+from tasks.execute import BINARY_NAME, run_verdict
+from tasks.sandbox import RunResult, Sandbox, run_limits
+from tasks.schema import Verdict
+
+log = structlog.get_logger(__name__)
+
+HELD_DIR = "held"
+STALE_AFTER_S = 6 * 3600  # far beyond any rerun's time limit: its process is gone
+
+
+def hold_binaries(sandbox: Sandbox, reruns: list[Rerun], nonce: str) -> None:
+    """Copy each rerun's binary out of the batch's work dir (which is about to be removed)."""
+    if not reruns:
+        return
+    held = Path(sandbox.work_root) / HELD_DIR
+    held.mkdir(mode=0o700, exist_ok=True)
+    for rerun in reruns:
+        target = held / f"{nonce}-{rerun.built.member.index}"
+        shutil.copyfile(rerun.built.directory / BINARY_NAME, target)
+        rerun.binary = target
+
+
+def rerun_verdict(rerun: Rerun, sandbox: Sandbox, config: ExecutorConfig) -> Verdict | None:
+    """The per-sample verdict from one run alone of the held binary; None when only a fresh
+    compile and run can tell (the caller then uses the per-sample path)."""
+    if rerun.binary is None:
+        return None
+    member = rerun.built.member
+    try:
+        with sandbox.new_workdir() as workdir:
+            binary = workdir / BINARY_NAME
+            shutil.copyfile(rerun.binary, binary)
+            binary.chmod(0o755)
+            if sandbox.uid is not None:
+                os.chown(binary, sandbox.uid, sandbox.uid)
+            limits = run_limits(config.run_timeout_s)
+            job = Job("rerun", rerun.argv, ".", config.run_timeout_s)
+            result = run_jobs(sandbox, workdir, [job], limits, limits.file_size_mb << 20)[job.name]
+            if rerun.built.shared_crate:
+                result = _as_if_alone(result, member)
+            if result.finished:
+                ran = as_run_result(result, sandbox, limits.output_bytes)
+            elif result.started:  # cut off at the per-sample time limit: what the per-sample path calls a timeout
+                cap = limits.output_bytes
+                ran = RunResult(returncode=None, signal=None, timed_out=True, seconds=result.seconds,
+                                stdout=result.stdout[:cap], stderr=result.stderr[:cap],
+                                stdout_truncated=len(result.stdout) > cap, stderr_truncated=len(result.stderr) > cap)
+            else:
+                ran = None
+            if ran is None:
+                return None
+            return run_verdict(member.problem, ran, rerun.built.compile_seconds, [workdir], config)
+    finally:
+        rerun.binary.unlink(missing_ok=True)
+
+
+def sweep_held(work_root: Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove held binaries a killed process left behind; returns how many."""
+    held = Path(work_root) / HELD_DIR
+    removed = 0
+    cutoff = time.time() - older_than_s
+    try:
+        entries = list(held.iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in entries:
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    if removed:
+        log.info("held_binaries_swept", removed=removed, directory=str(held))
+    return removed
