@@ -1,7 +1,8 @@
 """The `benchmark` flow, the nightly main job: provision → problems + validity gate → generate each
 model → evaluate every model in both policy modes from the same samples → aggregate → compare →
 record history → report; a regression (or a failed self-check) fails the run after every artifact
-is written.
+is written. While the models generate, each finished shard is judged in the background to fill the
+verdict cache (`overlap_evaluation`, tasks.prejudge), so the evaluate stage mostly reads verdicts.
 
 The run directory (`--out`) holds everything; rerunning on it resumes, because every stage below
 reuses its finished artifacts (generation and evaluation shards, the gate cache, the aggregate):
@@ -18,6 +19,7 @@ reuses its finished artifacts (generation and evaluation shards, the gate cache,
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +40,8 @@ from tasks.comparison import paired_comparison
 from tasks.config import BenchmarkConfig, GenerationConfig, ModelEntry, RunConfig
 from tasks.generation.base import GenerationError
 from tasks.generation.sources import label_from, split_name
+from tasks.generation.stage import ShardPlan
+from tasks.prejudge import Prejudger
 from tasks.problems import ProblemSet, load_benchmark
 from tasks.provision import ENV_NAME, provision
 from tasks.rundir import RunDirLock, ensure_run_identity
@@ -69,13 +73,14 @@ def benchmark(config_path: str | None = None, out: str | None = None, config: Be
         run_id = claim_run_dir(config, run_dir)
         problem_set = problems_stage(config, run_dir)
         excluded = gate_stage(config, problem_set, run_dir)
-        models = [generate_stage(config, entry, run_dir) for entry in config.models]
+        models, overlap = generate_models(config, problem_set, run_dir)
         samples = combine_samples(models, run_dir)
         evaluated = evaluate_stage(config, samples, run_dir)
         comparisons = compare_stage(config, models, evaluated, run_dir)
         recent, regressions = history_stage(config, evaluated["metrics"], models, run_id, env, run_dir)
         failures = regressions + self_check_failures(models, evaluated["metrics"])
-        metrics = report_stage(config, run_id, env, models, evaluated, comparisons, recent, failures, excluded, run_dir)
+        metrics = report_stage(config, run_id, env, models, evaluated, comparisons, recent, failures, excluded,
+                               overlap, run_dir)
     if failures:
         raise BenchmarkFailed(f"run {run_id}: " + "; ".join(failures) + f" (artifacts kept in {run_dir})")
     return metrics
@@ -118,7 +123,8 @@ def provision_stage(config: BenchmarkConfig, run_dir: Path) -> dict:
 def claim_run_dir(config: BenchmarkConfig, run_dir: Path) -> str:
     """run.json: this directory belongs to this configuration; the run id survives every resume."""
     where_and_checks = {"out", "show_progress", "parallel_shards", "history_path", "history_nights", "regression",
-                        "require_gpu", "gpu_concurrency_limit"}  # cannot change a result: may differ on resume
+                        "require_gpu", "gpu_concurrency_limit", "overlap_evaluation",
+                        "overlap_workers"}  # cannot change a result: may differ on resume
     identity = {"format": BENCHMARK_FORMAT, **config.model_dump(mode="json", exclude=where_and_checks),
                 "executor": config.executor.identity()}
     manifest = ensure_run_identity(run_dir, identity)
@@ -148,28 +154,68 @@ def gate_stage(config: BenchmarkConfig, problem_set: ProblemSet, run_dir: Path) 
     return {row.task_id: f"{row.validity}: {row.validity_reason}" for row in invalid.itertuples()}
 
 
-def generate_stage(config: BenchmarkConfig, entry: ModelEntry, run_dir: Path) -> dict:
+def generate_models(config: BenchmarkConfig, problem_set: ProblemSet, run_dir: Path) -> tuple[list[dict], dict]:
+    """Every configured model in order, and the overlap's summary: meanwhile, each shard this attempt
+    generates is judged in the background (tasks.prejudge) to fill the verdict cache, so the CPU works
+    while the GPU generates and the evaluate stage finds those programs judged. Reused shards are
+    left to the evaluate stage (a resume would otherwise judge again what it may already have)."""
+    prejudger = prejudger_for(config, problem_set)
+    if prejudger is None:
+        return [generate_stage(config, entry, run_dir) for entry in config.models], {"enabled": False}
+
+    def on_shard(plan, generated: bool) -> None:
+        if generated:
+            prejudger.submit(plan.path)
+
+    with prejudger:  # waits for the queue to drain; on an error, only for the shard in progress
+        models = [generate_stage(config, entry, run_dir, on_shard) for entry in config.models]
+    return models, {"enabled": True, **prejudger.close()}
+
+
+def prejudger_for(config: BenchmarkConfig, problem_set: ProblemSet) -> Prejudger | None:
+    """The background judge of generated shards, or None when the configuration turns it off."""
+    if not config.overlap_evaluation:
+        log.info("overlap_disabled", reason="overlap_evaluation is false")
+        return None
+    if not config.executor.verdict_cache:
+        log.info("overlap_disabled", reason="executor.verdict_cache is off, and the overlap only fills that cache")
+        return None
+    run_logger = get_run_logger()
+
+    def tell(shard: dict) -> None:
+        name = "/".join(Path(shard["path"]).parts[-2:])  # <model>/shard-00003.parquet
+        if "error" in shard:
+            run_logger.warning("pre-judging %s failed, the evaluate stage judges it: %s", name, shard["error"])
+        else:
+            run_logger.info("pre-judged %s: %d samples, %d executed, %d from the verdict cache, %.1f s", name,
+                            shard["samples"], shard["executed"], shard["cached"], shard["finished"] - shard["started"])
+
+    return Prejudger(problem_set.by_id(), config.executor, workers=config.overlap_workers, on_judged=tell)
+
+
+def generate_stage(config: BenchmarkConfig, entry: ModelEntry, run_dir: Path,
+                   on_shard: Callable[[ShardPlan, bool], None] | None = None) -> dict:
     """One configured model and its adapters; an engine-backed model holds the GPU limit meanwhile."""
     name, spec = split_name(entry.model)
     directory = run_dir / "generation" / (name or label_from(spec))
     generation = config.generation_for(entry, directory)
     if spec.startswith(NO_ENGINE_PREFIXES) or not config.gpu_concurrency_limit:
-        summary = generate_samples(generation)
+        summary = generate_samples(generation, on_shard)
     else:
         from prefect.concurrency.sync import concurrency
 
         ensure_concurrency_limit(config.gpu_concurrency_limit)
         with concurrency(config.gpu_concurrency_limit, occupy=1, strict=True):
-            summary = generate_samples(generation)
+            summary = generate_samples(generation, on_shard)
     labels = [counts["model"] for counts in summary["models"]]
     return {"spec": entry.model, "adapters": list(entry.adapters), "labels": labels, "samples": summary["samples"],
             "benchmarked": not spec.startswith(("reference", "import:")), "reference": spec == "reference",
             "shards": summary["models"]}
 
 
-def generate_samples(config: GenerationConfig) -> dict:
+def generate_samples(config: GenerationConfig, on_shard: Callable[[ShardPlan, bool], None] | None = None) -> dict:
     """The generate stage (a subflow): checks its inputs first, then resumes from its shards."""
-    return run_generation(config)
+    return run_generation(config, on_shard)
 
 
 def combine_samples(models: list[dict], run_dir: Path) -> Path:
@@ -247,7 +293,7 @@ def self_check_failures(models: list[dict], metrics: dict) -> list[str]:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_stage(config: BenchmarkConfig, run_id: str, env: dict, models: list[dict], evaluated: dict,
-                 comparisons: dict, shown: pd.DataFrame, failures: list[str], excluded: dict,
+                 comparisons: dict, shown: pd.DataFrame, failures: list[str], excluded: dict, overlap: dict,
                  run_dir: Path) -> dict:
     """plots/*.png, report.md, metrics.json (last) and the Prefect markdown artifact."""
     from prefect.runtime import flow_run
@@ -267,6 +313,7 @@ def report_stage(config: BenchmarkConfig, run_id: str, env: dict, models: list[d
                             for m in models},
                  "model_benchmarked": any(m["benchmarked"] for m in models),
                  "validity_gate_excluded": excluded,
+                 "overlap": overlap,
                  "environment": {"rustc": (env.get("toolchain") or {}).get("rustc"),
                                  "sandbox": (env.get("sandbox") or {}).get("identity"),
                                  "git_commit": (env.get("ferrisbench") or {}).get("commit"),

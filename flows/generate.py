@@ -9,6 +9,7 @@ Finished shards are skipped on a rerun; the vLLM engine is started only if a sha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -43,12 +44,15 @@ def generate_shard_task(prepared: PreparedRun, label: str, index: int) -> str:
 # Prepared runs handed to the flow by key: as a flow parameter every prompt would be sent to the
 # Prefect API, which refuses parameters over 512 KiB (the full HumanEval-Rust is ~530 KB).
 _PREPARED: dict[str, PreparedRun] = {}
+# Shard hooks, by the same key and for the same reason (a callable is no flow parameter either).
+_ON_SHARD: dict[str, Callable[[ShardPlan, bool], None]] = {}
 
 
 @flow(name="generate")
 def generate_flow(run_dir: str, models: list[str]) -> dict:
     """Every model's missing shards, one Prefect task per shard; then the combined samples."""
     prepared = _PREPARED[run_dir]
+    on_shard = _ON_SHARD.get(run_dir)
     summary = []
     for source in prepared.sources:
         counts = run_source(
@@ -58,6 +62,7 @@ def generate_flow(run_dir: str, models: list[str]) -> dict:
             prepared.config.out,
             run_shard=lambda plan, label=source.label: generate_shard_task(prepared, label, plan.index),
             retry_failed=prepared.config.retry_failed,
+            on_shard=on_shard,
         )
         log.info("model_samples_complete", **counts)
         summary.append(counts)
@@ -65,8 +70,10 @@ def generate_flow(run_dir: str, models: list[str]) -> dict:
     return {"models": summary, "samples": str(combined)}
 
 
-def run_generation(config: GenerationConfig) -> dict:
-    """Check everything, claim the output directory, generate (what the CLI calls)."""
+def run_generation(config: GenerationConfig, on_shard: Callable[[ShardPlan, bool], None] | None = None) -> dict:
+    """Check everything, claim the output directory, generate (what the CLI calls).
+
+    `on_shard(plan, generated)` is called after each shard is finished (see `run_source`)."""
     problem_set = load_benchmark(config.benchmark)
     prepared = prepare_run(config, problem_set)  # bad input fails here: nothing touched yet
     try:
@@ -75,10 +82,13 @@ def run_generation(config: GenerationConfig) -> dict:
             ensure_run_identity(out, run_identity(config, problem_set))
             labels = [s.label for s in prepared.sources]
             _PREPARED[str(out)] = prepared
+            if on_shard is not None:
+                _ON_SHARD[str(out)] = on_shard
             try:
                 flow_run = generate_flow.with_options(flow_run_name=f"generate {', '.join(labels)}")
                 return flow_run(str(out), labels)
             finally:
                 _PREPARED.pop(str(out), None)
+                _ON_SHARD.pop(str(out), None)
     finally:
         prepared.close()

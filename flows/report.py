@@ -140,7 +140,21 @@ def benchmark_report(metrics: dict, history: Any) -> str:
     out += ["", "## Environment", "",
             f"rustc `{env['rustc']}`, sandbox `{env['sandbox']}`, ferrisbench commit `{env['git_commit']}`, "
             f"GPUs: {', '.join(env['gpus']) or 'none'}. Details: `env.json`; numbers: `metrics.json`.", ""]
+    out += _overlap_lines(meta.get("overlap"))
     return "\n".join(out)
+
+
+def _overlap_lines(overlap: dict | None) -> list[str]:
+    """What judging during generation did (it only fills the verdict cache; the evaluation decides)."""
+    if not overlap or not overlap.get("enabled"):
+        return ["Generation and evaluation did not overlap (`overlap_evaluation` or the verdict cache is off).", ""]
+    line = (f"Overlap: {overlap['shards']} generated shards pre-judged during generation ({overlap['samples']} samples: "
+            f"{overlap['executed']} programs executed, {overlap['cached']} already in the verdict cache; "
+            f"{overlap['busy_seconds']:.1f} s with {overlap['workers']} sandbox workers; {overlap['drain_seconds']:.1f} s "
+            "waited for it after generation).")
+    if overlap["errors"]:
+        line += f" {len(overlap['errors'])} shards failed there and were judged by the evaluation: {overlap['errors'][0]}"
+    return [line, ""]
 
 
 def _paired_row(model_a: str, model_b: str, mode: str, pair: dict) -> str:

@@ -207,6 +207,10 @@ class BenchmarkConfig(BaseModel):
     require_gpu: bool = False  # provisioning fails without an NVIDIA GPU (set it for real models)
     gpu_concurrency_limit: str | None = "gpu"  # Prefect global concurrency limit held by GPU stages
     show_progress: bool = True
+    # Throughput only (tasks.prejudge): judge each generated shard in the background while the next one
+    # generates, to fill the verdict cache the evaluate stage then reads. Needs executor.verdict_cache.
+    overlap_evaluation: bool = True
+    overlap_workers: int | None = Field(None, ge=1)  # its sandboxes; None: executor.workers - 1 (at least 1)
 
     @field_validator("models")
     @classmethod

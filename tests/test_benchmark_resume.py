@@ -1,5 +1,7 @@
 """Kill the `benchmark` command (SIGKILL, its whole process group) mid-generation and then
-mid-evaluation, rerun it on the same directory: the result equals an uninterrupted run's.
+mid-evaluation, rerun it on the same directory: the result equals an uninterrupted run's. The
+background judging of generated shards (the overlap, tasks.prejudge) is on throughout, so the
+mid-generation kill also lands while it works.
 
 The kills land at exact points through the stages' test hook (FERRISBENCH_TEST_PAUSE_AT: the
 process writes a marker and sleeps there). Two sources with several shards each, on the tiny
@@ -71,6 +73,13 @@ def test_a_benchmark_killed_mid_generation_and_mid_evaluation_resumes_to_the_uni
     cache = fresh_cache(tmp_path)
     full = run_benchmark("--config", str(config), "--out", str(tmp_path / "a" / "full"), cache=cache, cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-3000:]
+    # Generation and evaluation overlap: every generated shard was judged in the background, so the
+    # evaluate stage executed nothing (a program the overlap judged is a verdict-cache hit there).
+    overlap = json.loads((tmp_path / "a" / "full" / "metrics.json").read_text())["meta"]["overlap"]
+    assert (overlap["enabled"], overlap["shards"], overlap["samples"], overlap["errors"]) == (True, 8, 96, [])
+    assert overlap["executed"] > 0
+    sources = pd.read_parquet(tmp_path / "a" / "full" / "evaluation" / "results.parquet", columns=["verdict_source"])
+    assert set(sources["verdict_source"]) == {"cache"}
 
     out = tmp_path / "b" / "resumed"
     killed_at("generate:reference:2", config, out, cache, tmp_path)
@@ -94,5 +103,6 @@ def test_a_benchmark_killed_mid_generation_and_mid_evaluation_resumes_to_the_uni
     assert actual["comparisons"] == expected["comparisons"]
     last_attempt = json.loads((out / "evaluation" / "attempts.jsonl").read_text().splitlines()[-1])
     assert last_attempt["shards_reused"] >= finished_shards
+    assert actual["meta"]["overlap"]["shards"] == 0  # generation was complete: reused shards are not judged again
     history = pd.read_parquet(out.parent / "history.parquet")
     assert history["run_id"].nunique() == 1 and len(history) == 4  # only the completed attempt is recorded

@@ -163,22 +163,22 @@ def run_source(
     out_dir: Path,
     run_shard: Callable[[ShardPlan], ShardInfo],
     retry_failed: bool = True,
-    on_shard: Callable[[ShardPlan], None] | None = None,
+    on_shard: Callable[[ShardPlan, bool], None] | None = None,
 ) -> dict:
     """Every shard of one model, reusing finished ones; returns counts (generated, reused).
 
-    `run_shard` generates one shard (the flow wraps it in a Prefect task); `on_shard` is told
-    about each finished shard (e.g. to evaluate it while the next one generates).
+    `run_shard` generates one shard (the flow wraps it in a Prefect task); `on_shard(plan,
+    generated)` is told about each finished shard, and whether this call generated it (False:
+    reused), e.g. to judge it while the next one generates (tasks.prejudge).
     """
     counts = {"model": source.label, "shards": len(plans), "generated": 0, "reused": 0}
     for plan in plans:
-        if reusable(plan, retry_failed) is not None:
-            counts["reused"] += 1
-        else:
+        generated = reusable(plan, retry_failed) is None
+        if generated:
             run_shard(plan)
-            counts["generated"] += 1
+        counts["generated" if generated else "reused"] += 1
         if on_shard is not None:
-            on_shard(plan)
+            on_shard(plan, generated)
     write_model_manifest(out_dir, source, plans, sampling)
     return counts
 
