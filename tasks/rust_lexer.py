@@ -8,8 +8,9 @@ This lexer never raises: unterminated constructs become a token with `unterminat
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Iterator
+import threading
+from collections import OrderedDict
+from typing import Iterator, NamedTuple
 
 IDENT = "ident"
 LIFETIME = "lifetime"
@@ -26,8 +27,11 @@ _RAW_STRING_RE = re.compile(r'(?:br|cr|r)(#*)"')
 _CHAR_RE = re.compile(r"b?'(?:\\(?:x[0-9A-Fa-f]{2}|u\{[0-9A-Fa-f_]{1,8}\}|.)|[^\\'\n])'", re.S)
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
+    """One token: immutable. A named tuple rather than a frozen dataclass because the lexer makes
+    one per word and symbol of every completion and a tuple is ~6x cheaper to build (fields,
+    equality between tokens, hash and repr are the same)."""
+
     kind: str
     text: str
     start: int  # offset into the source
@@ -42,15 +46,54 @@ class Token:
 
 
 def tokenize(source: str, *, keep_comments: bool = False) -> list[Token]:
-    """All tokens of `source` in order (comments only when `keep_comments`)."""
-    return [t for t in iter_tokens(source) if keep_comments or t.kind != COMMENT]
+    """All tokens of `source` in order (comments only when `keep_comments`); a fresh list."""
+    entry = _lexed(source)
+    if keep_comments:
+        return list(entry[0])
+    if entry[1] is None:  # two threads may both fill it: with the same value
+        entry[1] = tuple([t for t in entry[0] if t.kind != COMMENT])
+    return list(entry[1])
+
+
+# One completion's text is read by normalization (several times) and the policy scan right after
+# one another: each distinct text is lexed once. A small LRU, bounded by entries and by characters
+# (an answer can be 64 kB); tokens are immutable, so sharing them is safe.
+_LEXED_ENTRIES = 256
+_LEXED_CHARS = 1 << 18  # ~140k used by 256 typical texts; caps the worst case at tens of MB
+_lexed_texts: OrderedDict[str, list] = OrderedDict()  # text -> [all tokens, tokens without comments]
+_lexed_chars = 0
+_lexed_lock = threading.Lock()  # the batch threads tokenize too
+
+
+def _lexed(source: str) -> list:
+    global _lexed_chars
+    with _lexed_lock:
+        entry = _lexed_texts.get(source)
+        if entry is not None:
+            _lexed_texts.move_to_end(source)
+            return entry
+    entry = [tuple(iter_tokens(source)), None]
+    if len(source) <= _LEXED_CHARS:
+        with _lexed_lock:
+            if source not in _lexed_texts:
+                _lexed_texts[source] = entry
+                _lexed_chars += len(source)
+                while len(_lexed_texts) > _LEXED_ENTRIES or _lexed_chars > _LEXED_CHARS:
+                    _lexed_chars -= len(_lexed_texts.popitem(last=False)[0])
+    return entry
 
 
 # One master pattern for the common tokens; the rare nestable/raw constructs are finished by
-# hand. Order matters: comments before `/`, raw strings and raw identifiers before identifiers,
-# char literals before lifetimes.
+# hand. Leading whitespace is skipped possessively (`\s*+`: never given back, so a space is never
+# a token). Order matters: comments before `/`, raw strings and raw identifiers before
+# identifiers, char literals before lifetimes; a `b'` that starts no char literal is left to the
+# identifier branch (the `b` is an identifier, as in rustc's view) and its `'` to `quote`.
+# `word` and `symbol` come first only for speed: they match nothing a later branch could claim
+# (no `b`/`c`/`r`, which may open a literal; no character that starts a longer token).
 _MASTER = re.compile(
-    r"""(?P<ws>\s+)
+    r"""\s*+(?:
+    (?P<word>[A-Zad-qs-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)
+    |(?P<symbol>[(){}\[\];,?@$~^%+*\#])
     |(?P<line_comment>//[^\n]*)
     |(?P<block_comment>/\*)
     |(?P<raw_string>(?:br|cr|r)(?P<hashes>\#*)")
@@ -58,32 +101,34 @@ _MASTER = re.compile(
     |(?P<open_string>[bc]?")
     |(?P<char>b?'(?:\\(?:x[0-9A-Fa-f]{2}|u\{[0-9A-Fa-f_]{1,8}\}|.)|[^\\'\n])')
     |(?P<lifetime>'[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)
-    |(?P<quote>b?')
+    |(?P<quote>')
     |(?P<raw_ident>r\#[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)
     |(?P<ident>[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)
     |(?P<number>[0-9][0-9A-Za-z_]*(?:\.[0-9][0-9_]*(?:[eE][+-]?[0-9_]+)?[A-Za-z0-9_]*)?)
-    |(?P<punct>::|->|=>|\.\.=|\.\.\.|\.\.|==|!=|<=|>=|&&|\|\||.)""",
+    |(?P<punct>::|->|=>|\.\.=|\.\.\.|\.\.|==|!=|<=|>=|&&|\|\||.))""",
     re.S | re.X,
 )
+# Branches whose match is the whole token, as it is.
+_SIMPLE_KINDS = {"word": IDENT, "symbol": PUNCT, "ident": IDENT, "punct": PUNCT, "number": NUMBER,
+                 "line_comment": COMMENT, "string": STRING, "char": CHAR, "lifetime": LIFETIME}
 
 
 def iter_tokens(source: str) -> Iterator[Token]:
-    i, n = 0, len(source)
+    """Tokens of `source`, comments included (uncached: prefer `tokenize`)."""
+    n = len(source)
     match_at = _MASTER.match
-    while i < n:
+    simple = _SIMPLE_KINDS.get
+    new = tuple.__new__  # Token(...) without the Python-level __new__: the hot path
+    i = 0
+    while True:
         m = match_at(source, i)
+        if m is None:  # only whitespace left
+            return
         kind = m.lastgroup
-        end = m.end()
-        if kind == "ws":
-            pass
-        elif kind == "ident":
-            yield Token(IDENT, m.group(), i, end)
-        elif kind == "punct":
-            yield Token(PUNCT, m.group(), i, end)
-        elif kind == "number":
-            yield Token(NUMBER, m.group(), i, end)
-        elif kind == "line_comment":
-            yield Token(COMMENT, m.group(), i, end)
+        i, end = m.span(kind)
+        token_kind = simple(kind)
+        if token_kind is not None:
+            yield new(Token, (token_kind, source[i:end], i, end, False))
         elif kind == "block_comment":
             end, ok = _block_comment_end(source, i)
             yield Token(COMMENT, source[i:end], i, end, unterminated=not ok)
@@ -93,24 +138,13 @@ def iter_tokens(source: str) -> Iterator[Token]:
             ok = close >= 0
             end = close + len(closing) if ok else n
             yield Token(STRING, source[i:end], i, end, unterminated=not ok)
-        elif kind == "string":
-            yield Token(STRING, m.group(), i, end)
         elif kind == "open_string":
             yield Token(STRING, source[i:], i, n, unterminated=True)
             end = n
-        elif kind == "char":
-            yield Token(CHAR, m.group(), i, end)
-        elif kind == "lifetime":
-            yield Token(LIFETIME, m.group(), i, end)
         elif kind == "quote":
-            # `b'` without a valid char literal: the `b` is an identifier, as in rustc's view.
-            if m.group() == "b'":
-                yield Token(IDENT, "b", i, i + 1)
-                end = i + 1
-            else:
-                yield Token(PUNCT, "'", i, end, unterminated=True)
+            yield Token(PUNCT, "'", i, end, unterminated=True)
         else:  # raw_ident: r#fn is the identifier `fn`
-            yield Token(IDENT, m.group()[2:], i, end)
+            yield Token(IDENT, source[i + 2 : end], i, end)
         i = end
 
 
@@ -148,7 +182,7 @@ def _quoted_end(source: str, quote: int) -> tuple[int, bool]:
 def brace_depth(source: str) -> int:
     """Net `{` minus `}` outside comments and literals (negative when over-closed)."""
     depth = 0
-    for tok in iter_tokens(source):
+    for tok in _lexed(source)[0]:
         if tok.kind == PUNCT:
             depth += (tok.text == "{") - (tok.text == "}")
     return depth
@@ -156,7 +190,7 @@ def brace_depth(source: str) -> int:
 
 def has_unterminated(source: str) -> bool:
     """True when a string, char or block comment never closes."""
-    return any(t.unterminated for t in iter_tokens(source))
+    return any(t.unterminated for t in _lexed(source)[0])
 
 
 def matching_brace(tokens: list[Token], open_index: int) -> int | None:
