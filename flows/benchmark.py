@@ -19,7 +19,8 @@ reuses its finished artifacts (generation and evaluation shards, the gate cache,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,8 +44,8 @@ from tasks.generation.sources import label_from, split_name
 from tasks.generation.stage import ShardPlan
 from tasks.prejudge import Prejudger
 from tasks.problems import ProblemSet, load_benchmark
-from tasks.provision import ENV_NAME, provision
-from tasks.rundir import RunDirLock, ensure_run_identity
+from tasks.provision import ENV_NAME, not_writable, provision
+from tasks.rundir import RunDirLock, RunDirLocked, ensure_run_identity
 from tasks.runplan import write_json_atomic, write_text_atomic
 from tasks.shards import read_for_metrics
 
@@ -68,8 +69,8 @@ def benchmark(config_path: str | None = None, out: str | None = None, config: Be
     """The nightly job. `config_path` (YAML/JSON) or `config`; `out` overrides the run directory."""
     config = resolve_config(config_path, out, config)
     run_dir = Path(config.out).absolute()
-    env = provision_stage(config, run_dir)
-    with RunDirLock(run_dir):
+    with hold_run_dir(run_dir):  # first: a second run on this directory is refused before it writes anything
+        env = provision_stage(config, run_dir)
         run_id = claim_run_dir(config, run_dir)
         problem_set = problems_stage(config, run_dir)
         excluded = gate_stage(config, problem_set, run_dir)
@@ -84,6 +85,23 @@ def benchmark(config_path: str | None = None, out: str | None = None, config: Be
     if failures:
         raise BenchmarkFailed(f"run {run_id}: " + "; ".join(failures) + f" (artifacts kept in {run_dir})")
     return metrics
+
+
+@contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """The run directory's lock (RunDirLocked when another live run holds it); a directory that
+    cannot even hold the lock file is provisioning's "not writable" error."""
+    lock = RunDirLock(run_dir)
+    try:
+        lock.__enter__()
+    except RunDirLocked:
+        raise
+    except OSError as error:
+        raise not_writable(run_dir, error) from error
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def resolve_config(config_path: str | None, out: str | None, config: BenchmarkConfig | None) -> BenchmarkConfig:

@@ -135,9 +135,14 @@ def _prepare_run_dir(run_dir: Path, record: _Record) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         record.save()
     except OSError as error:
-        raise ProvisionError(f"run directory {run_dir} is not writable ({error.strerror or error}): choose "
-                             "another --out directory, or fix its permissions or mount (it must be a "
-                             "writable directory)") from error
+        raise not_writable(run_dir, error) from error
+
+
+def not_writable(run_dir: Path, error: OSError) -> ProvisionError:
+    """The error for a run directory that cannot be created or written (what to change)."""
+    return ProvisionError(f"run directory {run_dir} is not writable ({error.strerror or error}): choose "
+                          "another --out directory, or fix its permissions or mount (it must be a "
+                          "writable directory)")
 
 
 def _check_free_disk(run_dir: Path, minimum: int, env: dict) -> None:

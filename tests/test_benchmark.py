@@ -9,6 +9,7 @@ reference source); the nightly behaviours (report, history, regression, resume) 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import BROKEN_REFERENCE, TASKS, cli_env, ferrisbench_command, write_tiny_benchmark
 from tasks.problems import default_cache_dir
+from tasks.rundir import LOCK_NAME, RunDirLock
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -208,6 +210,15 @@ def test_a_run_directory_that_cannot_be_created_stops_the_run_in_provisioning(pr
     assert done.returncode == 1
     assert "provisioning failed" in done.stderr
     assert "is not writable" in done.stderr and "choose another --out directory" in done.stderr
+
+
+def test_a_run_directory_held_by_another_run_is_refused_before_anything_is_written(prefect_api, tmp_path):
+    run_dir = tmp_path / "run"
+    with RunDirLock(run_dir):  # this test process is the "other run"
+        done = run_benchmark("--out", str(run_dir), cache=fresh_cache(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"ferrisbench: error: run directory {run_dir} is in use by pid {os.getpid()}" in done.stderr
+    assert [p.name for p in run_dir.iterdir()] == [LOCK_NAME]  # no env.json, nothing of its own
 
 
 def test_a_bad_configuration_file_is_refused_before_anything_runs(tmp_path):
