@@ -1,7 +1,12 @@
 """Execution throughput: the per-sample path, the batched path and the predecessor, same samples.
 
-    .venv/bin/python bench/throughput.py [--samples 800] [--seed 7] [--sandbox firejail]
-        [--batch-size 128] [--hang-fraction 0.025] [--per-task 8] [--runs per_sample,batched,batched_bwrap,predecessor,hangs]
+    .venv/bin/python bench/throughput.py [--samples 1184] [--seed 7] [--sandbox firejail]
+        [--batch-size 128] [--hang-fraction 0.025] [--per-task 8] [--run-timeout 5] [--batch-deadline S]
+        [--runs per_sample,batched,batched_bwrap,predecessor,hangs]
+
+The default mix covers the whole benchmark once: 8 samples for each of HumanEval-Rust's 148
+evaluable tasks (programs differ a lot in size between tasks, so a mix over fewer tasks measures
+those tasks, not the benchmark).
 
 Every run is its own process, started and timed from here (whole-process wall time: imports,
 sandbox self-check and all), one after another on this machine. Printed per run: samples/s,
@@ -41,8 +46,9 @@ def main() -> int:
     child.add_argument("--run-timeout", type=float, required=True)
     child.add_argument("--predecessor", action="store_true")
     child.add_argument("--workers", type=int, default=0)
+    child.add_argument("--batch-deadline", type=float, default=0.0)
     for target in (parser,):
-        target.add_argument("--samples", type=int, default=800)
+        target.add_argument("--samples", type=int, default=1184)
         target.add_argument("--seed", type=int, default=7)
         target.add_argument("--sandbox", default="firejail", choices=["firejail", "bubblewrap"])
         target.add_argument("--batch-size", type=int, default=128)
@@ -50,6 +56,8 @@ def main() -> int:
         target.add_argument("--hang-fraction", type=float, default=0.025)
         target.add_argument("--per-task", type=int, default=8, help="consecutive samples per task (as models write them)")
         target.add_argument("--workers", type=int, default=0, help="ferrisbench workers (default: cores)")
+        target.add_argument("--batch-deadline", type=float, default=0.0,
+                            help="a batched test run's deadline before it is rerun alone (default: the config's)")
         target.add_argument("--runs", default=",".join(RUNS))
     args = parser.parse_args()
     if args.command == "child":
@@ -85,7 +93,8 @@ def drive(args: argparse.Namespace) -> int:
     for name in runs:
         if name in plan:
             file, sandbox, batch = plan[name]
-            results[name] = measure(name, file, out, sandbox, batch, args.run_timeout, len(mix), workers=args.workers)
+            results[name] = measure(name, file, out, sandbox, batch, args.run_timeout, len(mix), workers=args.workers,
+                                    batch_deadline=args.batch_deadline)
         elif name == "predecessor":
             results[name] = measure(name, samples, out, "none", 1, args.run_timeout, len(mix), predecessor=True)
         elif name == "hangs":
@@ -95,7 +104,7 @@ def drive(args: argparse.Namespace) -> int:
             hangs = sum(s.kind.startswith("hang") for s in hang_mix)
             print(f"hang mix: {hangs} hanging samples ({hangs / len(hang_mix):.1%}), run timeout {args.run_timeout:g} s")
             results[name] = measure(name, hang_file, out, args.sandbox, args.batch_size, args.run_timeout, len(hang_mix),
-                                    workers=args.workers)
+                                    workers=args.workers, batch_deadline=args.batch_deadline)
     report(results, mix, out)
     if "per_sample" in results:
         print_floor(results, mix, out)
@@ -110,10 +119,10 @@ def _write_samples(path: Path, mix) -> Path:
 
 
 def measure(name: str, samples: Path, out: Path, sandbox: str, batch: int, run_timeout: float, count: int,
-            predecessor: bool = False, workers: int = 0) -> dict:
+            predecessor: bool = False, workers: int = 0, batch_deadline: float = 0.0) -> dict:
     command = [sys.executable, __file__, "child", "--samples-file", str(samples), "--out", str(out / name),
                "--sandbox", sandbox, "--batch-size", str(batch), "--run-timeout", str(run_timeout),
-               "--workers", str(workers)]
+               "--workers", str(workers), "--batch-deadline", str(batch_deadline)]
     if predecessor:
         command.append("--predecessor")
     group = TreeAccounting(f"ferrisbench-bench-{os.getpid()}-{name}")
@@ -300,7 +309,8 @@ def _run_ours(args: argparse.Namespace) -> dict:
     problems = load_benchmark("humaneval-rust").by_id()
     samples = pd.read_json(args.samples_file, lines=True)
     config = ExecutorConfig(sandbox=args.sandbox, batch_size=args.batch_size, run_timeout_s=args.run_timeout,
-                            verdict_cache=False, **({"workers": args.workers} if args.workers else {}))
+                            verdict_cache=False, **({"workers": args.workers} if args.workers else {}),
+                            **({"batch_deadline_s": args.batch_deadline} if args.batch_deadline else {}))
     toolchain = find_toolchain()
     with SandboxPool(config, toolchain) as pool:
         pool.self_check()
