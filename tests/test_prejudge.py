@@ -44,7 +44,8 @@ def test_default_workers_leave_a_core_to_the_engine():
 
 
 def test_overlap_is_off_when_configured_so_or_without_the_verdict_cache_and_is_no_part_of_the_run_identity(tmp_path):
-    from flows.benchmark import claim_run_dir, prejudger_for
+    from flows.benchmark import claim_run_dir
+    from flows.benchmark_models import prejudger_for
     from tasks.config import BenchmarkConfig
 
     assert prejudger_for(BenchmarkConfig(overlap_evaluation=False), None) is None
