@@ -32,7 +32,7 @@ from tasks.sandbox import RunResult, Sandbox, run_limits
 from tasks.schema import Protocol, Verdict
 from tasks.verdict import sentinel_test_name
 
-RUN_BUDGET_PER_PROGRAM_S = 0.003  # the shared test process: `batch_deadline_s` plus this per program
+RUN_BUDGET_PER_PROGRAM_S = 0.001  # the shared test process: `batch_deadline_s` plus this per program
 _TEST_LINE = re.compile(r"test (\S+) \.\.\. (ok|FAILED|ignored)")
 _FILTERED_SUMMARY = re.compile(
     rb"(test result: (?:ok|FAILED)\. \d+ passed; \d+ failed; \d+ ignored; \d+ measured; )(\d+)( filtered out;)"

@@ -223,4 +223,4 @@ def test_paths_and_enums_in_a_pydantic_configuration_are_recorded_as_strings(tmp
     assert env["config"] == {"sandbox": "bubblewrap", "edition": "2021", "compile_timeout_s": 15.0,
                              "run_timeout_s": 5.0, "workers": 2, "max_completion_bytes": 64000,
                              "diagnostic_chars": 2000, "work_root": str(work_root), "batch_size": 128,
-                             "batch_deadline_s": 0.25, "verdict_cache": True, "verdict_cache_dir": None}
+                             "batch_deadline_s": 0.1, "verdict_cache": True, "verdict_cache_dir": None}
