@@ -13,6 +13,7 @@ directory beside the workers' dirs first; `rerun_verdict` removes the copy when 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -38,11 +39,16 @@ def hold_binaries(sandbox: Sandbox, reruns: list[Rerun], nonce: str) -> None:
     if not reruns:
         return
     held = Path(sandbox.work_root) / HELD_DIR
-    held.mkdir(mode=0o700, exist_ok=True)
     for rerun in reruns:
         target = held / f"{nonce}-{rerun.built.member.index}"
-        shutil.copyfile(rerun.built.directory / BINARY_NAME, target)
-        rerun.binary = target
+        try:
+            held.mkdir(mode=0o700, exist_ok=True)
+            shutil.copyfile(rerun.built.directory / BINARY_NAME, target)
+            rerun.binary = target
+        except OSError as error:  # e.g. a full disk: this one is compiled again by the per-sample path
+            with contextlib.suppress(OSError):
+                target.unlink()
+            log.warning("rerun_binary_not_held", module=rerun.built.member.module, error=repr(error))
 
 
 def rerun_verdict(rerun: Rerun, sandbox: Sandbox, config: ExecutorConfig) -> Verdict | None:
@@ -86,7 +92,7 @@ def sweep_held(work_root: Path, older_than_s: float = STALE_AFTER_S) -> int:
     cutoff = time.time() - older_than_s
     try:
         entries = list(held.iterdir())
-    except FileNotFoundError:
+    except OSError:  # none yet (or not a directory: `hold_binaries` then says so per binary)
         return 0
     for path in entries:
         try:

@@ -240,10 +240,10 @@ def judge_programs(
         items = [BatchItem(i, prepared.problem, prepared.program) for i, (_, prepared) in enumerate(chunk)]
         try:
             result = judge_batch(sandbox, items, config)
-        except Exception as exc:  # the sandbox broke: score every program of the batch, drop none
+        except Exception as exc:  # judge each program alone instead: the reference path, drop none
             log.error("batch_failure", programs=len(chunk), error=repr(exc))
-            for key, _ in chunk:
-                done(key, Verdict(Status.SANDBOX_ERROR, diagnostic=f"executor error: {exc!r}"[:500]))
+            for key, prepared in chunk:
+                slow.append(pool.submit_slow(lambda sandbox, k=key, p=prepared: done(k, _per_sample(p, sandbox, config))))
             return
         with guard:
             _add_stats(stats, result.stats)

@@ -299,3 +299,33 @@ def test_a_test_run_cut_by_the_batch_deadline_is_rerun_alone_from_its_binary(too
     assert batched[0].run_seconds >= 0.8 and batched[2].run_seconds >= config.run_timeout_s
     held = work_root / "held"
     assert not held.exists() or list(held.iterdir()) == []  # the held binaries are gone
+
+
+def test_a_binary_that_cannot_be_held_for_its_rerun_is_judged_by_the_per_sample_path(toolchain):
+    for work_root in temp_work_root("ferrisbench-batch-held-"):
+        (work_root / "held").write_text("not a directory")  # every copy of a binary fails
+        config = config_for(work_root)
+        hang = "    loop {}\n}"
+        with SandboxPool(config, toolchain, first_worker=FIRST_WORKER) as pool:
+            stats = JudgeStats()
+            judged = judge_records([{"task_id": ADD.task_id, "completion": c} for c in (hang, "    a + b\n}")],
+                                   PROBLEMS, config, pool, toolchain, stats=stats)
+        assert [j.execution.verdict.status.value for j in judged] == ["test_timeout", "passed"]
+        assert (stats.batch.reruns, stats.batch.culprits) == (1, 0)  # the rerun fell back, nothing was lost
+
+
+def test_a_batch_that_fails_as_a_whole_is_judged_program_by_program(toolchain, work_root, monkeypatch):
+    # Fault injection (the one stand-in here): no real input makes the batched path itself raise, so
+    # it is made to; the programs must then get the per-sample path's verdicts, not a blanket error.
+    import tasks.evaluate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the batched path broke")
+
+    monkeypatch.setattr(tasks.evaluate, "judge_batch", broken)
+    config = config_for(work_root)
+    completions = ["    a + b\n}", "    a - b\n}", '    let x: u32 = "s";\n    a + b\n}']
+    with SandboxPool(config, toolchain, first_worker=FIRST_WORKER) as pool:
+        judged = judge_records([{"task_id": ADD.task_id, "completion": c} for c in completions], PROBLEMS, config,
+                               pool, toolchain)
+    assert [j.execution.verdict.status.value for j in judged] == ["passed", "failed_tests", "compile_error"]
