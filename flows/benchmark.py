@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from tasks.config import BenchmarkConfig, ModelEntry, RunConfig
 from tasks.generation.base import GenerationError
 from tasks.problems import ProblemSet, load_benchmark
 from tasks.provision import ENV_NAME, not_writable, provision
-from tasks.rundir import RunDirLock, RunDirLocked, ensure_run_identity
+from tasks.rundir import ensure_run_identity
 from tasks.runplan import write_json_atomic, write_text_atomic
 from tasks.shards import read_for_metrics
 
@@ -86,19 +86,14 @@ def benchmark(config_path: str | None = None, out: str | None = None, config: Be
 
 @contextmanager
 def hold_run_dir(run_dir: Path) -> Iterator[None]:
-    """The run directory's lock (RunDirLocked when another live run holds it); a directory that
+    """`runtime.hold_run_dir` (RunDirLocked when another live run holds it), where a directory that
     cannot even hold the lock file is provisioning's "not writable" error."""
-    lock = RunDirLock(run_dir)
-    try:
-        lock.__enter__()
-    except RunDirLocked:
-        raise
-    except OSError as error:
-        raise not_writable(run_dir, error) from error
-    try:
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(runtime.hold_run_dir(run_dir))
+        except OSError as error:
+            raise not_writable(run_dir, error) from error
         yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def resolve_config(config_path: str | None, out: str | None, config: BenchmarkConfig | None) -> BenchmarkConfig:

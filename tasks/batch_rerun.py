@@ -3,7 +3,7 @@
 A batch gives every test run a short deadline (`batch_deadline_s`), so one hang cannot hold up a
 core's batches. What was still running at that deadline is judged again here, on the pool's slow
 lane, from the binary the batch already built: one process of its own, the per-sample path's time
-limit, its output read as if its binary had been built alone (`batch_run._as_if_alone`). That is
+limit, its output read as if its binary had been built alone (`batch_run.as_if_alone`). That is
 exactly what the per-sample path would do after compiling it again, minus the compile.
 
 The batch's work dir is gone by then, so `hold_binaries` copies each such binary into a root-only
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import structlog
 
-from tasks.batch_run import Rerun, _as_if_alone, as_run_result
+from tasks.batch_run import Rerun, as_if_alone, as_run_result, capped_run_result
 from tasks.batch_script import Job, run_jobs
 from tasks.config import ExecutorConfig
 from tasks.execute import BINARY_NAME, run_verdict
-from tasks.sandbox import RunResult, Sandbox, run_limits
+from tasks.sandbox import Sandbox, run_limits
 from tasks.schema import Verdict
 
 log = structlog.get_logger(__name__)
@@ -68,14 +68,11 @@ def rerun_verdict(rerun: Rerun, sandbox: Sandbox, config: ExecutorConfig) -> Ver
             job = Job("rerun", rerun.argv, ".", config.run_timeout_s)
             result = run_jobs(sandbox, workdir, [job], limits, limits.file_size_mb << 20)[job.name]
             if rerun.built.shared_crate:
-                result = _as_if_alone(result, member)
+                result = as_if_alone(result, member)
             if result.finished:
                 ran = as_run_result(result, sandbox, limits.output_bytes)
             elif result.started:  # cut off at the per-sample time limit: what the per-sample path calls a timeout
-                cap = limits.output_bytes
-                ran = RunResult(returncode=None, signal=None, timed_out=True, seconds=result.seconds,
-                                stdout=result.stdout[:cap], stderr=result.stderr[:cap],
-                                stdout_truncated=len(result.stdout) > cap, stderr_truncated=len(result.stderr) > cap)
+                ran = capped_run_result(result, limits.output_bytes, None, None, timed_out=True)
             else:
                 ran = None
             if ran is None:

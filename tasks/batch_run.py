@@ -82,7 +82,7 @@ def run_all(
     for job, item in zip(jobs, rest):
         result = results[job.name]
         if item.shared_crate and result.finished:
-            result = _as_if_alone(result, item.member)
+            result = as_if_alone(result, item.member)
         ran = as_run_result(result, sandbox, limits.output_bytes)
         if ran is None:
             if not result.finished and result.started:  # still running at the batch deadline
@@ -187,7 +187,7 @@ def _clean_run(lines: list[tuple[str, str]], seconds: float) -> RunResult:
                      stderr=b"", stdout_truncated=False, stderr_truncated=False)
 
 
-def _as_if_alone(result: JobResult, member: Member) -> JobResult:
+def as_if_alone(result: JobResult, member: Member) -> JobResult:
     """The output a binary of this program alone would have printed (same bytes, no module path)."""
     prefix, file_name = f"{member.module}::".encode(), member.file_name.encode()
 
@@ -210,6 +210,12 @@ def as_run_result(result: JobResult, sandbox: Sandbox, cap: int) -> RunResult | 
     if decoded is None:
         return None
     returncode, signal = decoded
-    return RunResult(returncode=returncode, signal=signal, timed_out=False, seconds=result.seconds,
+    return capped_run_result(result, cap, returncode, signal)
+
+
+def capped_run_result(result: JobResult, cap: int, returncode: int | None, signal: int | None,
+                      timed_out: bool = False) -> RunResult:
+    """The job's outputs cut at `cap`, as the per-sample path reads them from its pipes."""
+    return RunResult(returncode=returncode, signal=signal, timed_out=timed_out, seconds=result.seconds,
                      stdout=result.stdout[:cap], stderr=result.stderr[:cap],
                      stdout_truncated=len(result.stdout) > cap, stderr_truncated=len(result.stderr) > cap)

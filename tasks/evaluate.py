@@ -236,6 +236,9 @@ def judge_programs(
     slow: list[Future] = []
     guard = threading.Lock()
 
+    def on_slow_lane(key: str, prepared: Prepared, rerun: Rerun | None = None) -> None:
+        slow.append(pool.submit_slow(lambda sandbox: done(key, _judge_alone(prepared, rerun, sandbox, config))))
+
     def batch(chunk: list[tuple[str, Prepared]], sandbox: Sandbox) -> None:
         items = [BatchItem(i, prepared.problem, prepared.program) for i, (_, prepared) in enumerate(chunk)]
         try:
@@ -243,19 +246,16 @@ def judge_programs(
         except Exception as exc:  # judge each program alone instead: the reference path, drop none
             log.error("batch_failure", programs=len(chunk), error=repr(exc))
             for key, prepared in chunk:
-                slow.append(pool.submit_slow(lambda sandbox, k=key, p=prepared: done(k, _per_sample(p, sandbox, config))))
+                on_slow_lane(key, prepared)
             return
         with guard:
             _add_stats(stats, result.stats)
         for index, verdict in result.verdicts.items():
             done(chunk[index][0], verdict)
         for index in result.culprits:
-            key, prepared = chunk[index]
-            slow.append(pool.submit_slow(lambda sandbox, k=key, p=prepared: done(k, _per_sample(p, sandbox, config))))
+            on_slow_lane(*chunk[index])
         for rerun in result.reruns:
-            key, prepared = chunk[rerun.built.member.index]
-            slow.append(pool.submit_slow(
-                lambda sandbox, k=key, p=prepared, r=rerun: done(k, _rerun(r, p, sandbox, config))))
+            on_slow_lane(*chunk[rerun.built.member.index], rerun)
 
     size = batch_size_for(expected, config.batch_size, len(pool.sandboxes))
     pool.map(batch, _chunks(programs, size))
@@ -271,13 +271,15 @@ def _per_sample(prepared: Prepared, sandbox: Sandbox, config: ExecutorConfig) ->
         return Verdict(Status.SANDBOX_ERROR, diagnostic=f"executor error: {exc!r}"[:500])
 
 
-def _rerun(rerun: Rerun, prepared: Prepared, sandbox: Sandbox, config: ExecutorConfig) -> Verdict:
-    """A run alone of the binary the batch built; the per-sample path when that cannot tell."""
-    try:
-        verdict = rerun_verdict(rerun, sandbox, config)
-    except Exception as exc:  # e.g. the held binary is gone: compiling it again decides
-        log.warning("rerun_failed", task_id=prepared.problem.task_id, error=repr(exc))
-        verdict = None
+def _judge_alone(prepared: Prepared, rerun: Rerun | None, sandbox: Sandbox, config: ExecutorConfig) -> Verdict:
+    """A run alone of the binary a batch built (`rerun`); the per-sample path when there is none
+    or that cannot tell."""
+    verdict = None
+    if rerun is not None:
+        try:
+            verdict = rerun_verdict(rerun, sandbox, config)
+        except Exception as exc:  # e.g. the held binary is gone: compiling it again decides
+            log.warning("rerun_failed", task_id=prepared.problem.task_id, error=repr(exc))
     return verdict if verdict is not None else _per_sample(prepared, sandbox, config)
 
 

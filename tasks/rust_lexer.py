@@ -47,12 +47,8 @@ class Token(NamedTuple):
 
 def tokenize(source: str, *, keep_comments: bool = False) -> list[Token]:
     """All tokens of `source` in order (comments only when `keep_comments`); a fresh list."""
-    entry = _lexed(source)
-    if keep_comments:
-        return list(entry[0])
-    if entry[1] is None:  # two threads may both fill it: with the same value
-        entry[1] = tuple([t for t in entry[0] if t.kind != COMMENT])
-    return list(entry[1])
+    every, code = _lexed(source)
+    return list(every if keep_comments else code)
 
 
 # One completion's text is read by normalization (several times) and the policy scan right after
@@ -60,19 +56,20 @@ def tokenize(source: str, *, keep_comments: bool = False) -> list[Token]:
 # (an answer can be 64 kB); tokens are immutable, so sharing them is safe.
 _LEXED_ENTRIES = 256
 _LEXED_CHARS = 1 << 18  # ~140k used by 256 typical texts; caps the worst case at tens of MB
-_lexed_texts: OrderedDict[str, list] = OrderedDict()  # text -> [all tokens, tokens without comments]
+_lexed_texts: OrderedDict[str, tuple] = OrderedDict()  # text -> (all tokens, tokens without comments)
 _lexed_chars = 0
 _lexed_lock = threading.Lock()  # the batch threads tokenize too
 
 
-def _lexed(source: str) -> list:
+def _lexed(source: str) -> tuple[tuple[Token, ...], tuple[Token, ...]]:
     global _lexed_chars
     with _lexed_lock:
         entry = _lexed_texts.get(source)
         if entry is not None:
             _lexed_texts.move_to_end(source)
             return entry
-    entry = [tuple(iter_tokens(source)), None]
+    every = tuple(iter_tokens(source))
+    entry = (every, tuple([t for t in every if t.kind != COMMENT]))
     if len(source) <= _LEXED_CHARS:
         with _lexed_lock:
             if source not in _lexed_texts:
