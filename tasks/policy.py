@@ -34,6 +34,8 @@ What a token scan cannot see, honestly:
   `.metadata()`, …), which also flags a user method of that name; `.exists()`, `.is_file()`,
   `.is_dir()` are not caught (a one-bit oracle, and too common a name).
 - Runtime behaviour (loops, memory, fake test output): the sandbox's and verdict parser's job.
+  Safe Rust can still reach raw memory through rustc's soundness bugs; the known #25860 family
+  is `soundness_hole` (`tasks.policy_soundness`, which says what it cannot see).
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ from tasks.policy_rules import (
     _forbidden,
     _glob_exports,
 )
+from tasks.policy_soundness import soundness_findings
 from tasks.rust_lexer import IDENT, PUNCT, STRING, Token, matching_brace, tokenize
 
-POLICY_VERSION = "1"
+POLICY_VERSION = "2"  # 2: soundness_hole (rust-lang/rust#25860), std::ffi, `safe fn`, dlsym-like names
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class _Scanner:
                     self._add(item.start, hit[0], written + resolved)
                     break
         self._scan_code(skipped)
+        for index, rule, detail in soundness_findings(self.code, self.tokens):
+            self._add(index, rule, detail)
         return self._violations()
 
     # ---- token helpers -------------------------------------------------------------------

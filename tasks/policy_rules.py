@@ -18,7 +18,7 @@ def _by_name(rules: dict[str, str]) -> dict[str, str]:
 _FORBIDDEN: dict[PathKey, tuple[str, bool]] = {
     **{("std", name): (rule, True) for name, rule in _by_name({
         "filesystem": "fs", "process": "process", "network": "net", "os": "os",
-        "environment": "env", "memory": "ptr intrinsics", "inline_asm": "arch",
+        "environment": "env", "memory": "ptr intrinsics", "inline_asm": "arch", "ffi": "ffi",
     }).items()},
     **{("std", *path.split("::")): (rule, False) for path, rule in _by_name({
         "memory": "mem::transmute mem::transmute_copy mem::zeroed mem::uninitialized",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tasks.policy import Violation, scan
+from tasks.problems import load_benchmark
+from tests.soundness_variants import DEMO_MAIN, VARIANTS, WITH_MAIN
 
 
 def rules(code: str) -> set[str]:
@@ -249,7 +254,9 @@ def test_same_violation_on_one_line_is_reported_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "code", ["use std::{fs", '"open', "/* open", "#[", "extern crate", "use", 'r#"x', "unsafe", "mod"]
+    "code",
+    ["use std::{fs", '"open', "/* open", "#[", "extern crate", "use", 'r#"x', "unsafe", "mod",
+     "type", "struct S<", "type A<'p, 'q> = &'p &'q", "A<'a, 'b", "fn(", "fn(_", "&'a", "&&", "safe"],
 )
 def test_truncated_input_never_raises(code: str) -> None:
     scan(code)
@@ -262,3 +269,140 @@ def test_truncated_use_tree_is_still_checked() -> None:
 def test_path_completed_by_a_macro_argument_is_named() -> None:
     code = "macro_rules! m {\n    ($m:ident) => { std::$m::read(1) };\n}"
     assert scan(code) == [Violation("macro_path", "std::$m", 2)]
+
+
+# ---------- soundness holes: rust-lang/rust#25860 (the "cve-rs" family) ----------
+
+# Disguises of the lifetime relation that the variants (all compiled on 1.95) do not spell out.
+RELATING_LOOKS = [
+    "fn h<'a, 'b>(_: &'a &'b (), v: &'b u8) -> &'a u8 { v }",
+    "fn h<'long, 'x>(w: &'long &'x u8) {}",  # any names
+    "fn h<'a, 'b>(w: &'a mut &'b mut ()) {}",
+    "fn h<'a, 'b>(w: (u8, &'a (&'b (), u8))) {}",  # nested in tuples
+    "fn h<'a, 'b>(w: &'a [&'b (); 1]) {}",
+    "fn h<'a, 'b>(w: &'a Vec<Option<&'b str>>) {}",
+    "fn h<'b>(w: &'static &'b ()) {}",
+    "fn h<'a, 'b>(w: &'a dyn Fn(&'b ())) {}",
+    "fn h<'a, 'b>(w: &'a (dyn std::any::Any + 'b)) {}",
+    "let c = |w: &'a &'b (), v: &'b T| -> &'a T { v };",  # a closure
+    "trait Tr { fn h<'a, 'b>(w: &'a &'b ()); }",
+    "impl<'a, 'b> Tr for &'a &'b () {}",
+    "type A<'p, 'q> = &'p &'q ();\ntype B<'x, 'y> = A<'x, 'y>;\nfn h<'a, 'b>(w: B<'a, 'b>) {}",
+    "type W<'p, T> = &'p T;\nfn h<'a, 'b>(w: W<'a, &'b ()>) {}",
+    "struct S<'x, T: ?Sized>(&'x T);\nstruct U<'m, 'n>(S<'m, &'n ()>);\nfn h<'a, 'b>(w: U<'a, 'b>) {}",
+    "enum E<'x, 'y> { A(&'x Option<&'y ()>) }",
+    "let f: for<'x> fn(_, &'x T) -> &'o T = helper;",  # the coercion alone
+    "let f = helper as fn(_, &u8) -> &'static u8;",
+]
+
+LIFETIME_LOOK_ALIKES = [
+    "fn f<'a>(x: &'a str) -> &'a str { x }",
+    "fn longest<'a>(a: &'a str, b: &'a str) -> &'a str { if a.len() >= b.len() { a } else { b } }",
+    "fn f<'a, 'b>(x: &'a str, y: &'b str) -> (&'a str, &'b str) { (x, y) }",
+    "fn f(words: &[&str]) -> usize { words.iter().filter(|w| !w.is_empty()).count() }",
+    "fn f(x: &&str) -> usize { x.len() }",
+    "fn f<'a>(x: &&'a str) -> &'a str { *x }",  # outer lifetime elided: nothing to extend to
+    "fn f<'a>(v: &[&'a str]) -> Vec<&'a str> { v.to_vec() }",
+    "fn f<'a>(v: &'a [&'a str]) -> &'a str { v[0] }",
+    "fn f(v: &[&'static str]) -> usize { v.len() }",
+    "fn f<'a>(m: &'a HashMap<&'static str, i32>) -> i32 { m[\"x\"] }",
+    "fn f<'a>(x: &'a Vec<&'_ str>) -> usize { x.len() }",
+    "v.iter().filter(|&&x| x > 0).count()",
+    "v.iter().filter(|x| **x > 0).map(|&x| x).collect::<Vec<i32>>()",
+    "v.iter().filter(|x: &&i32| **x > 0).count()",
+    "let s: Vec<&&str> = v.iter().filter(|s| s.len() > 1).collect();",
+    "if a && b || !c && &x == &y { }",
+    "struct Parser<'a> { input: &'a str, words: Vec<&'a str> }\n"
+    "impl<'a> Parser<'a> { fn next(&mut self) -> Option<&'a str> { self.words.pop() } }",
+    "fn apply(f: fn(i32) -> i32, x: i32) -> i32 { f(x) }\nlet g = apply as fn(fn(i32) -> i32, i32) -> i32;",
+    "let v: Vec<_> = (0..3).collect(); let m = v.iter().map(|_| 1).sum::<i32>();",
+    "fn f<'a, 'b: 'a>(x: &'b str) -> &'a str { x }",  # an explicit bound is checked: sound
+]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_soundness_hole_variant_is_flagged(name: str) -> None:
+    code = VARIANTS[name] if name in WITH_MAIN else VARIANTS[name] + DEMO_MAIN
+    violations = scan(code)
+    assert "soundness_hole" in {v.rule for v in violations}
+    assert "unsafe" not in {v.rule for v in violations}  # the point of the family: none needed
+
+
+@pytest.mark.parametrize("code", RELATING_LOOKS)
+def test_disguised_lifetime_relation_is_flagged(code: str) -> None:
+    assert "soundness_hole" in rules(code)
+
+
+@pytest.mark.parametrize("code", LIFETIME_LOOK_ALIKES)
+def test_ordinary_references_and_double_references_are_allowed(code: str) -> None:
+    assert scan(code) == []
+
+
+def test_soundness_hole_names_the_relation_and_the_coercion_with_their_lines() -> None:
+    code = ("static UNIT: &&() = &&();\n"
+            "fn helper<'a, 'b, T: ?Sized>(_: &'a &'b (), v: &'b T) -> &'a T { v }\n"
+            "fn extend<'a, 'b, T: ?Sized>(x: &'a T) -> &'b T {\n"
+            "    let f: for<'x> fn(_, &'x T) -> &'b T = helper;\n"
+            "    f(UNIT, x)\n}\n")
+    assert scan(code) == [
+        Violation("soundness_hole", "&'a … 'b (a nested reference relates two lifetimes)", 2),
+        Violation("soundness_hole", "fn(_, …) (a fn-pointer type with an inferred parameter)", 4),
+    ]
+
+
+def test_relation_through_a_type_alias_is_reported_at_the_use() -> None:
+    code = "type Anchor<'p, 'q> = &'p &'q ();\nfn h<'a, 'b>(w: Anchor<'a, 'b>) {}"
+    assert Violation("soundness_hole", "Anchor<'a, … 'b …> (relates two lifetimes)", 2) in scan(code)
+
+
+FFI_GAPS = [
+    "unsafe extern \"C\" { safe fn abs(x: i32) -> i32; }",
+    "unsafe extern \"C\" { pub safe static environ: *const u8; }",
+    "use std::ffi::CString;",
+    "let s = std::ffi::CStr::from_bytes_with_nul(b\"x\\0\");",
+    "fn f(x: core::ffi::c_int) -> core::ffi::c_int { x }",
+    "use std::os::raw::c_char;",
+    "let p = dlsym(handle, name);",
+    "let f = GetProcAddress(m, n);",
+    "extern \"C\" { fn write(fd: i32, b: *const u8, n: usize) -> isize; }",
+    "extern \"C\" fn callback() {}",
+    "#[link(name = \"c\")]\nextern {}",
+]
+
+
+@pytest.mark.parametrize("code", FFI_GAPS)
+def test_every_way_into_libc_is_flagged(code: str) -> None:
+    assert rules(code) & {"ffi", "os", "linkage"}
+
+
+def test_safe_and_dlsym_as_plain_identifiers_are_allowed() -> None:
+    assert scan("let safe = 1; let r#safe = 2; fn is_safe() -> bool { true }\nlet dl = \"dlsym\";") == []
+
+
+def test_transmute_the_family_would_otherwise_rebuild_is_already_flagged() -> None:
+    assert rules("let f: fn() = std::mem::transmute(0usize);") == {"memory"}
+    assert rules("use std::mem::transmute as t;") == {"memory"}
+
+
+@pytest.fixture(scope="module")
+def humaneval_references() -> list[str]:
+    problems = load_benchmark("humaneval-rust").by_id().values()
+    return [p.prompt + (p.canonical_solution or "") + "\n" + p.test for p in problems]
+
+
+def test_no_seed_benchmark_reference_trips_the_soundness_or_ffi_rules(humaneval_references) -> None:
+    assert len(humaneval_references) == 180
+    hits = [v for code in humaneval_references for v in scan(code)]
+    assert hits == []
+
+
+@pytest.mark.parametrize("name", ["humaneval-rs-reworded.jsonl", "mbpp-rs-reworded.jsonl"])
+def test_no_multipl_e_prompt_or_test_trips_the_soundness_or_ffi_rules(name: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "shared" / "datasets" / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not beside the repository")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(rows) in (156, 354)
+    flagged = [row["name"] for row in rows
+               if {v.rule for v in scan(row["prompt"] + "\n" + row["tests"])} & {"soundness_hole", "ffi"}]
+    assert flagged == []
