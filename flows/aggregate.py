@@ -14,6 +14,7 @@ import structlog
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows import stopping
 from flows.report import markdown_report, metrics_table
 from tasks import metrics as metrics_lib
 from tasks.artifacts import identity_hash
@@ -53,7 +54,7 @@ def _current_metrics(run_dir: Path, wanted: str) -> dict | None:
     return metrics
 
 
-@flow(name="ferrisbench-aggregate", flow_run_name="aggregate {run_id}")
+@flow(name="ferrisbench-aggregate", flow_run_name="aggregate {run_id}", on_running=[stopping.track])
 def aggregate_flow(
     run_dir: str,
     run_id: str,

@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import runtime
+from flows import runtime, stopping
 from flows.evaluate import run_evaluation
 from flows.gate import validity_table
 from flows.benchmark_models import generate_models
@@ -61,7 +61,7 @@ class BenchmarkFailed(RuntimeError):
 # ---------------------------------------------------------------- the flow
 
 
-@flow(name="ferrisbench-benchmark", validate_parameters=False)
+@flow(name="ferrisbench-benchmark", validate_parameters=False, on_running=[stopping.track])
 def benchmark(config_path: str | None = None, out: str | None = None, config: BenchmarkConfig | None = None) -> dict:
     """The nightly job. `config_path` (YAML/JSON) or `config`; `out` overrides the run directory."""
     config = resolve_config(config_path, out, config)

@@ -184,8 +184,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.no_progress:
         config = config.model_copy(update={"show_progress": False})
     out = config.out
+    from flows.stopping import stop_on_signals
+
     try:
-        metrics = run_benchmark(config)
+        with stop_on_signals(f"the run directory {out} is kept: rerun the same command to resume it"):
+            metrics = run_benchmark(config)
     except ProvisionError as exc:
         print(f"ferrisbench: provisioning failed (see {out / 'env.json'}): {exc}", file=sys.stderr)
         return 1
@@ -254,9 +257,13 @@ def _resume(args: argparse.Namespace) -> int:
 def _run(run_config: RunConfig) -> int:
     from flows.evaluate import run_evaluation
     from flows.report import headline
+    from flows.stopping import stop_on_signals
 
-    outcome = run_evaluation(run_config)
-    attempt, out = outcome["attempt"], run_config.out
+    out = run_config.out
+    with stop_on_signals(f"the run directory {out} is kept: rerun the same command, or `ferrisbench resume {out}`, "
+                         "to finish it"):
+        outcome = run_evaluation(run_config)
+    attempt = outcome["attempt"]
     print(headline(outcome["metrics"]))
     print(f"shards: {attempt['shards_computed']} computed, {attempt['shards_reused']} reused "
           f"(of {attempt['shards_total']}); aggregate {attempt['aggregate']}")

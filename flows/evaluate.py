@@ -20,7 +20,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from flows import runtime
+from flows import runtime, stopping
 from flows.aggregate import aggregate_flow
 from flows.gate import progress_bar, validity_table
 from tasks.artifacts import read_valid_shard, write_shard
@@ -137,7 +137,7 @@ def evaluate_shard_task(spec: ShardSpec, inputs: StageInputs, executor: Executor
 # ---------------------------------------------------------------- the flow
 
 
-@flow(name="ferrisbench-evaluate")
+@flow(name="ferrisbench-evaluate", on_running=[stopping.track])
 def evaluate_flow(config: RunConfig) -> dict:
     """Evaluate `config.samples` into the run directory `config.out`; returns metrics and counts."""
     plan = runtime.plan_for(config)
