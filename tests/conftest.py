@@ -85,6 +85,14 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None
 
 
 @pytest.fixture(scope="session")
+def requires_root() -> None:
+    """Used through `tests.helpers.requires_root`: skip without root, fail under CI=true."""
+    from tests.helpers import root_or_skip
+
+    root_or_skip()
+
+
+@pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     """URL of a real Prefect API for this session; in-process settings and os.environ point at it."""
     from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -24,7 +24,7 @@ from tasks.schema import Problem, Protocol, Status
 from tasks.toolchain import find_toolchain
 from tests.helpers import temp_work_root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandboxes drop root to a sandbox uid")
+pytestmark = pytest.mark.usefixtures("requires_root")
 
 FIRST_WORKER = 300
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from flows.cli import main as cli_main
-from tests.helpers import restored_logging
+from tests.helpers import requires_root, restored_logging
 from tasks.benchmarks.pypi_wheel import read_wheel_member
 from tasks.problems import HUMANEVAL_RUST_WHEEL, default_cache_dir
 from tasks.sandbox import BubblewrapSandbox
@@ -41,7 +41,7 @@ VERDICT_COLUMNS = {"policy_mode", "status", "tests_expected", "tests_passed", "c
 IDENTITY_COLUMNS = {"executor_version", "policy_version", "toolchain", "sandbox", "rustc_flags", "edition",
                     "compile_timeout_s", "run_timeout_s"}
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops root to worker uids")
+pytestmark = requires_root
 
 
 

@@ -38,7 +38,7 @@ SECRET_ENV = "FERRISBENCH_TEST_SECRET"
 WHOLE_SET_BOUND_S = 30.0
 CONFIG = ExecutorConfig(compile_timeout_s=15, run_timeout_s=2)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops root to a worker uid")
+pytestmark = pytest.mark.usefixtures("requires_root")
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from tasks.evaluate import JudgeStats, SandboxPool, evaluate_frame, judge_record
 from tasks.execute import prepare
 from tasks.schema import Problem, Status, Verdict
 from tasks.toolchain import find_toolchain
-from tests.helpers import add_problem
+from tests.helpers import add_problem, requires_root
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_WORKER = 330
@@ -124,7 +123,7 @@ def test_concurrent_writers_of_one_key_leave_one_whole_verdict(cache_dir):
     assert [p.name for p in cache_dir.rglob("*") if p.is_file()] == ["ef" * 32 + ".json"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the sandboxes drop root to a sandbox uid")
+@requires_root
 def test_identical_programs_are_judged_once_per_run_and_then_come_from_the_cache(cache_dir):
     toolchain = find_toolchain()
     work_root = Path(tempfile.mkdtemp(prefix="ferrisbench-dedup-test-", dir="/var/lib"))

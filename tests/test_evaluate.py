@@ -17,7 +17,7 @@ from tasks.batch_pool import claim_worker_ids
 from tasks.config import ExecutorConfig
 from tasks.evaluate import SandboxPool, batch_size_for, evaluate_frame
 from tasks.toolchain import find_toolchain
-from tests.helpers import add_problem, temp_work_root
+from tests.helpers import add_problem, requires_root, temp_work_root
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_WORKER = 360
@@ -28,7 +28,7 @@ from pathlib import Path
 from tasks.batch_pool import claim_worker_ids
 print(" ".join(str(w) for w, _ in claim_worker_ids(3, int(sys.argv[1]), Path(sys.argv[2]))))
 """
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandboxes drop root to a sandbox uid")
+needs_root = requires_root
 
 
 @pytest.fixture(scope="module")

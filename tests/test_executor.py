@@ -33,7 +33,7 @@ DATASETS = _SHARED_BESIDE_REPO if _SHARED_BESIDE_REPO.is_dir() else Path("/work/
 REWORDED = DATASETS / "humaneval-rs-reworded.jsonl"
 CONFIG = ExecutorConfig(sandbox="bubblewrap", compile_timeout_s=15, run_timeout_s=5)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops root to a worker uid")
+pytestmark = pytest.mark.usefixtures("requires_root")
 
 # HumanEval-Rust `Transform/a265e6c4e2af`: fn remove_negative(numbers: &[i32]) -> Vec<i32> {
 REMOVE_NEGATIVE = "Transform/a265e6c4e2af"

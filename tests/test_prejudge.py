@@ -8,7 +8,6 @@ Real rustc, a real bubblewrap sandbox, real parquet shards from the real generat
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from tasks.problems import load_benchmark
 from tasks.samples import read_samples
 from tasks.toolchain import find_toolchain
 from tests.conftest import write_tiny_benchmark, write_tiny_samples
-from tests.helpers import PROVENANCE
+from tests.helpers import PROVENANCE, requires_root
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the sandboxes drop root to a sandbox uid"),
+pytestmark = [requires_root,
               pytest.mark.timeout(300)]
 
 

@@ -1,8 +1,8 @@
 """Specification of the provision stage: env.json first, every fact recorded, each failure stops the run clearly.
 
 Real rustc, firejail and bubblewrap; a run directory that cannot be written is made real with the
-immutable attribute (root cannot write into it either). The sandbox uid comes from a worker
-number no other test module uses.
+immutable attribute (root cannot write into it either). The sandbox uid comes from a worker id
+claimed host-wide for the module, as production claims its pools' ids.
 """
 
 from __future__ import annotations
@@ -13,19 +13,30 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from tasks.provision import ENV_FORMAT, PACKAGES, ProvisionError, provision
+from tests.helpers import claimed_worker, requires_root
 
-WORKER = 88
+FIRST_WORKER = 88
+WORKER: int  # the id claimed by `sandbox_worker` from FIRST_WORKER on
 CONFIG = {"benchmark": "humaneval-rust", "sandbox": "bubblewrap", "samples_per_task": 10, "ks": [1, 10]}
 HOST_FACTS = {"os", "cpu", "memory", "python", "packages", "ferrisbench", "sandbox_tools"}
 CHECKS = ["run_dir_writable", "free_disk", "gpu", "rustc", "sandbox"]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandboxes drop root to a worker uid")
+pytestmark = requires_root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sandbox_worker() -> Iterator[int]:
+    """A worker id no other pool on this machine holds while this module runs (what `run` passes)."""
+    global WORKER
+    for WORKER in claimed_worker(first=FIRST_WORKER):
+        yield WORKER
 
 
 @pytest.fixture(scope="module")

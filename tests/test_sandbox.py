@@ -34,7 +34,7 @@ WORKER = 93
 UID = SANDBOX_UID_BASE + WORKER
 CONFINING_KINDS = ["bubblewrap", "firejail"]
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="these specifications drop root to a sandbox uid")
+pytestmark = pytest.mark.usefixtures("requires_root")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ downloaded wheel) so the gate really runs.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from tasks.config import ExecutorConfig
 from tasks.evaluate import SandboxPool
 from tasks.problems import default_cache_dir, load_benchmark
 from tasks.toolchain import find_toolchain
-from tests.helpers import restored_logging, temp_work_root
+from tests.helpers import requires_root, restored_logging, temp_work_root
 
 REFERENCE_FAILS = {
     "CodeGen/14a016b2fdd7": "reference solution: failed_tests (failed: tests::test_longest)",
@@ -31,7 +30,7 @@ _SHARED_BESIDE_REPO = Path(__file__).resolve().parents[2] / "shared" / "datasets
 DATASETS = _SHARED_BESIDE_REPO if _SHARED_BESIDE_REPO.is_dir() else Path("/work/shared/datasets")
 REWORDED = DATASETS / "humaneval-rs-reworded.jsonl"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops root to worker uids")
+pytestmark = requires_root
 
 
 
