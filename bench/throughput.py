@@ -324,7 +324,7 @@ def _run_ours(args: argparse.Namespace) -> dict:
     batch = judge_stats.batch
     return {"evaluate_s": seconds, "executed": judge_stats.executed, "duplicates": judge_stats.duplicates,
             "grouped": batch.grouped, "alone": batch.alone, "passes": batch.passes, "culprits": batch.culprits,
-            "shared_process": batch.shared_process,
+            "reruns": batch.reruns,
             "phase_seconds": batch.seconds, "alone_reasons": batch.reasons}
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STATE_TIMEOUT_S = 3.0  # at most this long marking flow runs Crashed before exiting
+STATE_TIMEOUT_S = 8.0  # at most this long marking flow runs Crashed before exiting (~0.1 s when idle)
 _WORKER_LOCK = re.compile(r"/worker-(\d+)\.lock$")
 
 _flow_runs: set[str] = set()
@@ -142,7 +142,14 @@ def _mark_crashed(signal_name: str) -> None:
 
 REAPER = r"""
 import os, select, signal, sys, time
-pidfd, uids, groups, others = int(sys.argv[1]), *({int(v) for v in arg.split(",") if v} for arg in sys.argv[2:5])
+def numbers(arg):  # "5,7-9" -> {5, 7, 8, 9}
+    found = set()
+    for part in filter(None, arg.split(",")):
+        low, _, high = part.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return found
+
+pidfd, uids, groups, others = int(sys.argv[1]), *(numbers(arg) for arg in sys.argv[2:5])
 select.select([pidfd], [], [], 60)  # readable once every thread of the stopped process is gone
 
 def alive(pid):
@@ -189,11 +196,11 @@ for pid in others:
 def _start_reaper() -> None:
     try:
         locks = _held_worker_locks()
-        uids = sorted(_sandbox_uid(worker) for worker in locks) if os.geteuid() == 0 else []
+        uids = [span for worker in locks for span in _sandbox_uid_spans(worker)] if os.geteuid() == 0 else []
         groups, others = _children()
         me = os.pidfd_open(os.getpid())
         subprocess.Popen(
-            [sys.executable, "-I", "-c", REAPER, str(me), *(",".join(map(str, v)) for v in (uids, groups, others))],
+            [sys.executable, "-I", "-c", REAPER, str(me), ",".join(uids), *(",".join(map(str, v)) for v in (groups, others))],
             pass_fds=(me, *locks.values()), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -201,10 +208,12 @@ def _start_reaper() -> None:
         os.write(2, f"ferrisbench: could not start the sandbox cleanup: {type(error).__name__}: {error}\n".encode())
 
 
-def _sandbox_uid(worker: int) -> int:
-    from tasks.sandbox import SANDBOX_UID_BASE
+def _sandbox_uid_spans(worker: int) -> list[str]:
+    """The uids a sandbox worker's programs run as: the compiler's and its block of job uids."""
+    from tasks.sandbox import worker_uids
 
-    return SANDBOX_UID_BASE + worker
+    compiler, jobs = worker_uids(worker)
+    return [str(compiler), f"{jobs.start}-{jobs.stop - 1}"]
 
 
 def _held_worker_locks() -> dict[int, int]:

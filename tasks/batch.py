@@ -2,8 +2,8 @@
 
 The per-sample path (`tasks.execute.run_program`) pays a sandbox launch and a rustc start-up per
 program and per run; here a batch of programs is compiled as modules of one crate
-(`tasks.batch_compile`), and the tests then run inside one sandbox launch: clean passes settled
-in one shared process, everything else in a process of its own (`tasks.batch_run`). Programs
+(`tasks.batch_compile`), and the tests then run inside one sandbox launch, every program in a
+process of its own under a uid of its own (`tasks.batch_run`). Programs
 that cannot share a crate safely (`tasks.batch_safety`) are compiled alone, many per launch.
 
 Each program is judged from exactly what the per-sample path would have seen: the same compile
@@ -18,7 +18,6 @@ the per-sample path itself.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -29,12 +28,13 @@ import structlog
 from tasks.batch_compile import CompiledGroup, Member, compile_group
 from tasks.batch_rerun import hold_binaries
 from tasks.batch_run import Built, Rerun, as_run_result, run_all
-from tasks.batch_safety import assess, main_entry_reason
+from tasks.batch_safety import unbatchable_reason, main_entry_reason
 from tasks.batch_script import Job, run_jobs
 from tasks.config import ExecutorConfig
-from tasks.execute import SOURCE_NAME, compile_argv, compile_verdict
+from tasks.execute import BINARY_NAME, SOURCE_NAME, compile_argv, compile_verdict
 from tasks.sandbox import Sandbox, compile_limits
 from tasks.schema import Problem, Protocol, Verdict
+from tasks.untrusted_files import seal_binary, write_new
 from tasks.verdict import harden_harness
 
 log = structlog.get_logger(__name__)
@@ -58,7 +58,6 @@ class BatchStats:
     passes: int = 0  # rustc invocations on shared crates
     culprits: int = 0  # handed back for the per-sample path
     reruns: int = 0  # tests still running at a batch deadline: run again alone from their binary
-    shared_process: int = 0  # settled by a test process shared with other programs (clean passes)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
     reasons: dict[str, int] = field(default_factory=dict)  # why programs went alone
 
@@ -73,21 +72,16 @@ class BatchResult:
 
 def batch_reason(problem: Problem, program: str, edition: str) -> str | None:
     """Why `program` must be compiled alone (None: it may share a crate)."""
-    return assess_program(problem, program, edition)[0]
-
-
-def assess_program(problem: Problem, program: str, edition: str) -> tuple[str | None, bool]:
-    """(why `program` must be compiled alone or None, whether its tests need a process of their own)."""
     if edition == "2015":  # 2015 `use` paths start at the crate root, not the module
-        return "edition 2015", True
+        return "edition 2015"
     test = harden_harness(problem).test
     if not program.endswith(test):
-        return "program does not end with the harness", True
+        return "program does not end with the harness"
     if problem.protocol is Protocol.MAIN:
         reason = main_entry_reason(test)
         if reason:
-            return reason, True
-    return assess(program[: len(program) - len(test)], test)
+            return reason
+    return unbatchable_reason(program[: len(program) - len(test)], test)
 
 
 def judge_batch(sandbox: Sandbox, items: list[BatchItem], config: ExecutorConfig) -> BatchResult:
@@ -103,7 +97,7 @@ def judge_batch(sandbox: Sandbox, items: list[BatchItem], config: ExecutorConfig
         shared: dict[Protocol, list[Member]] = {}
         alone: list[Member] = []
         for item in items:
-            reason, members[item.index].own_process = assess_program(item.problem, item.program, config.edition)
+            reason = batch_reason(item.problem, item.program, config.edition)
             if reason is None:
                 shared.setdefault(item.problem.protocol, []).append(members[item.index])
             elif reason.startswith(READS_ENVIRONMENT):  # a launch's jobs share its environment
@@ -125,7 +119,7 @@ def judge_batch(sandbox: Sandbox, items: list[BatchItem], config: ExecutorConfig
         clock = _lap(stats, "compile_shared", clock)
         built_alone = _compile_alone(sandbox, workdir, alone, config, verdicts, culprits)
         clock = _lap(stats, "compile_alone", clock)
-        stats.shared_process = run_all(sandbox, workdir, groups, built_alone, config, verdicts, culprits, reruns)
+        run_all(sandbox, workdir, groups, built_alone, config, verdicts, culprits, reruns)
         hold_binaries(sandbox, reruns, nonce)  # the work dir and its binaries go next
         clock = _lap(stats, "run", clock)
     stats.culprits = len(culprits)
@@ -140,11 +134,8 @@ def _lap(stats: BatchStats, phase: str, since: float) -> float:
 
 
 def _alone_dir(sandbox: Sandbox, workdir: Path, member: Member) -> Path:
-    directory = workdir / f"a{member.index}"
-    directory.mkdir()
-    (directory / SOURCE_NAME).write_text(member.program, encoding="utf-8")
-    if sandbox.uid is not None:
-        os.chown(directory, sandbox.uid, sandbox.uid)
+    directory = sandbox.compile_dir(workdir, f"a{member.index}")
+    write_new(directory / SOURCE_NAME, member.program, owner=sandbox.uid)
     return directory
 
 
@@ -162,16 +153,17 @@ def _compile_alone(
     for start in range(0, len(members), ALONE_PER_LAUNCH):
         chunk = members[start : start + ALONE_PER_LAUNCH]
         jobs = [Job(f"c{m.index}", tuple(compile_argv(sandbox, m.problem, config.edition)),
-                    _alone_dir(sandbox, workdir, m).name, config.compile_timeout_s) for m in chunk]
+                    _alone_dir(sandbox, workdir, m), config.compile_timeout_s) for m in chunk]
         results = run_jobs(sandbox, workdir, jobs, limits, limits.output_bytes)
         for member, job in zip(chunk, jobs):
             ran = as_run_result(results[job.name], sandbox, limits.output_bytes)
             if ran is None:
                 culprits.append(member.index)
                 continue
-            failed = compile_verdict(ran, [workdir / job.cwd, workdir], config)
+            failed = compile_verdict(ran, [job.cwd, workdir], config)
             if failed is None:
-                built.append(Built(member, workdir / job.cwd, ran.seconds, shared_crate=False))
+                seal_binary(job.cwd, BINARY_NAME, sandbox.uid)
+                built.append(Built(member, job.cwd, ran.seconds, shared_crate=False))
             else:
                 verdicts[member.index] = failed
     return built

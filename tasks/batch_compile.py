@@ -15,8 +15,8 @@ to `main.rs`, so its error codes and diagnostic read as if it had been compiled 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,14 +24,17 @@ from pathlib import Path
 import structlog
 
 from tasks.config import ExecutorConfig
-from tasks.execute import SOURCE_NAME, compile_argv, compile_verdict
+from tasks.execute import BINARY_NAME, SOURCE_NAME, compile_argv, compile_verdict
 from tasks.sandbox import RunResult, Sandbox, compile_limits
 from tasks.schema import Problem, Protocol, Verdict
+from tasks.untrusted_files import seal_binary, write_new
 
 log = structlog.get_logger(__name__)
 
 DIAGNOSTICS_BYTES = 64 << 20  # a pass's JSON diagnostics for ~100 members fit easily
 ENTRY_PREFIX = "__ferrisbench_batch_entry_"
+ROOT_FILE = "root{}.rs"  # the crate root of pass N (`#[path] mod` lines)
+_ROOT_FILE = re.compile(r"root\d+\.rs")
 # An error that depends on how much memory the whole rustc has left could be the batch's doing.
 _RESOURCE_BOUND = "more memory than available"
 
@@ -44,7 +47,6 @@ class Member:
     module: str  # e.g. fb1a2b3c4d_00017: a name no program can guess (the nonce is random)
     problem: Problem
     program: str
-    own_process: bool = False  # may touch process-wide state: its tests never share a process
 
     @property
     def file_name(self) -> str:
@@ -105,15 +107,16 @@ def compile_group(
         if len(group) == 1:
             outcome.alone.extend(group)
             continue
-        directory = _group_dir(sandbox, workdir)
-        for member in group:
-            (directory / member.file_name).write_text(member_source(member, nonce), encoding="utf-8")
+        directory = sandbox.compile_dir(workdir, f"g{secrets.token_hex(4)}")
+        for member in group:  # readable by the compiler's uid only
+            write_new(directory / member.file_name, member_source(member, nonce), owner=sandbox.uid)
         pending, spent = list(group), 0.0
         while pending:
             outcome.passes += 1
-            built = _compile_pass(sandbox, directory, pending, config, nonce)
+            built = _compile_pass(sandbox, directory, pending, config, nonce, outcome.passes)
             spent += built.seconds
             if built.returncode == 0 and built.signal is None and not built.timed_out:
+                seal_binary(directory, BINARY_NAME, sandbox.uid)
                 outcome.compiled.append(CompiledGroup(directory, pending, spent / len(group)))
                 break
             rejected = {} if built.timed_out or built.signal is not None else _attribute(built, pending)
@@ -136,21 +139,16 @@ def compile_group(
     return outcome
 
 
-def _group_dir(sandbox: Sandbox, workdir: Path) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="g", dir=workdir))
-    directory.chmod(0o755)
-    if sandbox.uid is not None:
-        os.chown(directory, sandbox.uid, sandbox.uid)
-    return directory
-
-
 def _compile_pass(
-    sandbox: Sandbox, directory: Path, members: list[Member], config: ExecutorConfig, nonce: str
+    sandbox: Sandbox, directory: Path, members: list[Member], config: ExecutorConfig, nonce: str, number: int
 ) -> RunResult:
+    """One rustc over the root of `members`; each pass its own root file, so root never writes
+    over a name the compiler's uid has had in its hands."""
     problem = members[0].problem
-    (directory / SOURCE_NAME).write_text(root_source(members, problem.protocol, nonce), encoding="utf-8")
+    root = ROOT_FILE.format(number)
+    write_new(directory / root, root_source(members, problem.protocol, nonce), owner=sandbox.uid)
     limits = replace(compile_limits(config.compile_timeout_s), output_bytes=DIAGNOSTICS_BYTES)
-    return sandbox.run(compile_argv(sandbox, problem, config.edition), directory, limits)
+    return sandbox.run(compile_argv(sandbox, problem, config.edition, source=root), directory, limits)
 
 
 def _attribute(built: RunResult, members: list[Member]) -> dict[str, list[str]]:
@@ -182,7 +180,7 @@ def _home_file(message: dict) -> str | None:
     for span in [s for s in spans if s.get("is_primary")] or spans:
         while span:
             name = span.get("file_name", "")
-            if name.endswith(".rs") and "/" not in name and name != SOURCE_NAME:
+            if name.endswith(".rs") and "/" not in name and not _ROOT_FILE.fullmatch(name):
                 return name
             span = (span.get("expansion") or {}).get("span")
     return None

@@ -107,6 +107,8 @@ class SandboxPool:
         self._slow_threads = ThreadPoolExecutor(len(self.slow_sandboxes), thread_name_prefix="ferrisbench-slow")
         self._finalizer = weakref.finalize(self, _release, fds, self._slow_threads)
         sweep_held(sandboxes[0].work_root)  # binaries a killed run held for reruns
+        for sandbox in sandboxes:  # work dirs a killed run left on the ids now claimed
+            sandbox.sweep_stale_workdirs()
         log.info("sandbox_pool_ready", kind=config.sandbox.value, workers=ids[: config.workers],
                  slow_lane=ids[config.workers :])
 
@@ -122,6 +124,10 @@ class SandboxPool:
 
     def identity(self) -> str:
         return self.sandboxes[0].identity()
+
+    @property
+    def isolates_jobs(self) -> bool:
+        return self.sandboxes[0].isolates_jobs
 
     def self_check(self) -> None:
         self.sandboxes[0].self_check()

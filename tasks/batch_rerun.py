@@ -6,8 +6,9 @@ lane, from the binary the batch already built: one process of its own, the per-s
 limit, its output read as if its binary had been built alone (`batch_run.as_if_alone`). That is
 exactly what the per-sample path would do after compiling it again, minus the compile.
 
-The batch's work dir is gone by then, so `hold_binaries` copies each such binary into a root-only
-directory beside the workers' dirs first; `rerun_verdict` removes the copy when done, and
+The batch's work dir is gone by then, so `hold_binaries` copies each such (sealed, root-owned)
+binary into a root-only directory beside the workers' dirs first, reading it only through an fd
+opened without following links; `rerun_verdict` removes the copy when done, and
 `sweep_held` removes copies a killed process left behind.
 """
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -27,6 +28,7 @@ from tasks.config import ExecutorConfig
 from tasks.execute import BINARY_NAME, run_verdict
 from tasks.sandbox import Sandbox, run_limits
 from tasks.schema import Verdict
+from tasks.untrusted_files import copy_regular, make_dir
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +37,8 @@ STALE_AFTER_S = 6 * 3600  # far beyond any rerun's time limit: its process is go
 
 
 def hold_binaries(sandbox: Sandbox, reruns: list[Rerun], nonce: str) -> None:
-    """Copy each rerun's binary out of the batch's work dir (which is about to be removed)."""
+    """Copy each rerun's sealed binary out of the batch's work dir (which is about to be removed),
+    from an fd opened without following links: only a regular root-owned file of sane size."""
     if not reruns:
         return
     held = Path(sandbox.work_root) / HELD_DIR
@@ -43,7 +46,7 @@ def hold_binaries(sandbox: Sandbox, reruns: list[Rerun], nonce: str) -> None:
         target = held / f"{nonce}-{rerun.built.member.index}"
         try:
             held.mkdir(mode=0o700, exist_ok=True)
-            shutil.copyfile(rerun.built.directory / BINARY_NAME, target)
+            copy_regular(rerun.built.directory, BINARY_NAME, target, owner=os.geteuid(), mode=0o700)
             rerun.binary = target
         except OSError as error:  # e.g. a full disk: this one is compiled again by the per-sample path
             with contextlib.suppress(OSError):
@@ -59,16 +62,17 @@ def rerun_verdict(rerun: Rerun, sandbox: Sandbox, config: ExecutorConfig) -> Ver
     member = rerun.built.member
     try:
         with sandbox.new_workdir() as workdir:
-            binary = workdir / BINARY_NAME
-            shutil.copyfile(rerun.binary, binary)
-            binary.chmod(0o755)
-            if sandbox.uid is not None:
-                os.chown(binary, sandbox.uid, sandbox.uid)
+            binaries = make_dir(workdir / "bin", None, 0o755)
+            copy_regular(rerun.binary.parent, rerun.binary.name, binaries / BINARY_NAME, owner=os.geteuid())
             limits = run_limits(config.run_timeout_s)
-            job = Job("rerun", rerun.argv, ".", config.run_timeout_s)
+            job = Job("rerun", (str(binaries / BINARY_NAME), *rerun.args), None, config.run_timeout_s)
             result = run_jobs(sandbox, workdir, [job], limits, limits.file_size_mb << 20)[job.name]
             if rerun.built.shared_crate:
                 result = as_if_alone(result, member)
+            if not result.finished and result.status is not None and result.seconds < config.run_timeout_s:
+                # 124/137 before the deadline could fire: the program's own exit status, or its own
+                # SIGKILL of its job's chain (what the per-sample path sees as a kill by signal 9).
+                result = replace(result, finished=True)
             if result.finished:
                 ran = as_run_result(result, sandbox, limits.output_bytes)
             elif result.started:  # cut off at the per-sample time limit: what the per-sample path calls a timeout

@@ -34,11 +34,6 @@ ENV_ITEMS = frozenset(
     "args args_os var vars var_os vars_os current_dir current_exe temp_dir set_var remove_var "
     "set_current_dir".split()
 )
-# Names through which a program reaches beyond its own module at run time.
-PROCESS_STATE = frozenset(
-    "fs File OpenOptions thread spawn process Command exit abort env unsafe net TcpStream TcpListener "
-    "UdpSocket stdout stderr stdin io set_hook take_hook leak forget".split()
-)
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _OPENERS = frozenset("([{")
 _MAIN_FN = re.compile(r"(?m)^fn main\(\) \{")
@@ -46,20 +41,12 @@ _MAIN_FN = re.compile(r"(?m)^fn main\(\) \{")
 
 def unbatchable_reason(head: str, test: str) -> str | None:
     """Why a program (`head` + `test`, where `head` is the prompt part plus the model's code and
-    `test` the benchmark's harness) cannot be a module of a shared crate; None when it can."""
-    return assess(head, test)[0]
+    `test` the benchmark's harness) cannot be a module of a shared crate; None when it can.
 
-
-def assess(head: str, test: str) -> tuple[str | None, bool]:
-    """(`unbatchable_reason`, whether the program may touch process-wide state).
-
-    Tests of programs that cannot touch anything outside their own module (no files, threads,
-    processes, environment, `unsafe`) may run one after another in one shared process: nothing
-    they do can make another program's test pass. The others always get a process of their own."""
+    Sharing a crate is only about compiling: every program's tests still run in a process of
+    their own (`tasks.batch_run`)."""
     head_tokens = tokenize(head)
-    reason = _delimiter_problem(head_tokens, test) or _hazard(head_tokens) or _test_hazard(test)
-    stateful = any(t.kind == IDENT and t.text in PROCESS_STATE for t in head_tokens)
-    return reason, stateful
+    return _delimiter_problem(head_tokens, test) or _hazard(head_tokens) or _test_hazard(test)
 
 
 @lru_cache(maxsize=1024)

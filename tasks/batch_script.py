@@ -1,35 +1,46 @@
 """Many commands, each its own process, in one sandbox launch (a firejail launch costs ~40 ms).
 
-A generated `sh` script runs the jobs one after another, each with its output in its own files,
-and reports `S name` before and `E name status` after each on stdout. Every job therefore gets
-what the per-sample path gives a program: a fresh process, the same argv and environment
-(`env -i` of the sandbox, minus the `PWD` that `sh` would add), the same per-process limits,
-stdin from /dev/null, its own stdout and stderr. One crash, abort or `exit` ends only its job.
+A generated `sh` script runs the jobs one after another and reports `S name` before and
+`E name status` after each on its stdout (a pipe to the root side). The script's shell is root
+inside the sandbox and runs no program itself: every job drops to a uid of its own first, so a
+job cannot reach another job's files, binary, output or processes (SECURITY.md, Layer 4b).
 
-Each job has its own deadline (coreutils `timeout` kills its process group): a job cut off by
-it, or by anything that kills the script, is reported `finished=False` (the caller reruns it
-alone, with the per-sample path's own time limit); jobs that never started go into a new
-launch. As long as a job's deadline is at most the per-sample limit, a job that finished took
-less than that limit, so finishing here means the same as finishing alone.
+Every job gets what the per-sample path gives a program: a fresh process, the same argv shape
+and environment (`env -i` of the sandbox, TMPDIR its own directory), the same per-process
+limits, stdin from /dev/null, its own stdout and stderr. Those go to files the root shell
+creates in a directory only root can enter, so a job can write them only through the
+descriptors it was given; the root side reads them without following links (`untrusted_files`).
+A test job runs as its own job uid in a private scratch dir made for it; a compile job runs as
+the worker's uid in its compile dir (the compiler runs no program code).
+
+Each job goes through the job runner (`tasks/job_runner.rs`, one exec): it drops to the job's
+uid, enters the job's dir, writes the start marker, and gives the program its own deadline (its
+process group is killed then, and the job's uid loses every process it has left). A job cut off
+by it, or by anything that kills the script, is reported `finished=False` (the caller reruns it
+alone, with the per-sample path's own time limit); jobs that never started go into a new launch. As long as a job's deadline is at most the
+per-sample limit, a job that finished took less than that limit, so finishing here means the
+same as finishing alone.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
 
-from tasks.sandbox import Limits, Sandbox
+from tasks.sandbox import SH, Limits, Sandbox
+from tasks.untrusted_files import make_dir, read_capped, write_new
 
 log = structlog.get_logger(__name__)
 
-OUTPUT_DIR = ".out"
-TIMEOUT = "/usr/bin/timeout"
-CUT_BY_DEADLINE = (124, 128 + 9)  # `timeout` ran out (it kills the job's group, itself included)
+OUTPUT_DIR = "out"
+STARTED = b"L"  # written by the job runner, as the job's uid, just before the program starts
+CUT_BY_DEADLINE = (124, 128 + 9)  # the runner's deadline passed; or the runner itself was killed
 LAUNCH_SLACK_S = 5.0  # the launch's own deadline, beyond its jobs' deadlines: only a backstop
 SIGNALS_FROM_STATUS = range(129, 129 + 64)  # sh reports a child killed by signal N as 128 + N
 SIGXFSZ = 25  # the job's output file hit RLIMIT_FSIZE: a pipe (the per-sample path) has no such limit
@@ -38,15 +49,16 @@ SIGXFSZ = 25  # the job's output file hit RLIMIT_FSIZE: a pipe (the per-sample p
 @dataclass(frozen=True)
 class Job:
     name: str  # unique within a launch: [A-Za-z0-9_.-]
-    argv: tuple[str, ...]  # run in `cwd`; argv[0] relative to it or absolute
-    cwd: str  # relative to the launch's work dir
+    argv: tuple[str, ...]  # argv[0] absolute, or relative to `cwd`
+    cwd: Path | None  # a compile dir (runs as the worker uid); None: a test job, in a fresh
+    #                   scratch dir of a job uid of its own
     deadline_s: float  # killed after this long: at most the per-sample limit
 
 
 @dataclass(frozen=True)
 class JobResult:
     finished: bool  # False: started but cut off by the deadline or by the script dying
-    status: int | None  # sh's `$?` of the job (None when not finished)
+    status: int | None  # sh's `$?` of the job (when not finished: 124/137, or None if the script died)
     stdout: bytes
     stderr: bytes
     seconds: float  # this job's share of its launch's wall time
@@ -79,27 +91,45 @@ def run_jobs(
 ) -> dict[str, JobResult]:
     """Run `jobs` under `limits` (per process, as for one job alone) in as few launches as their
     deadlines allow; every job gets a result. `read_bytes` bounds what is read of each output."""
-    output_dir = workdir / OUTPUT_DIR
-    output_dir.mkdir(exist_ok=True)
-    if sandbox.uid is not None:
-        os.chown(output_dir, sandbox.uid, sandbox.uid)
+    tests = [job for job in jobs if job.cwd is None]
+    if len(tests) > 1 and not sandbox.isolates_jobs:
+        raise ValueError(f"{sandbox.kind} cannot give jobs uids of their own (not root): run test jobs one per launch")
+    if len(tests) > len(sandbox.job_uids) and sandbox.isolates_jobs:
+        raise ValueError(f"{len(tests)} test jobs, but a worker has {len(sandbox.job_uids)} job uids")
+    # One directory per call: the scripts, the outputs (root only) and the jobs' scratch dirs.
+    home = Path(tempfile.mkdtemp(prefix="jobs-", dir=workdir))
+    home.chmod(0o755)
+    output_dir = make_dir(home / OUTPUT_DIR, None, 0o700)
+    places: dict[str, tuple[Path, int | None]] = {}
+    test_uids = iter(sandbox.job_uids)
+    for job in jobs:
+        if job.cwd is None:
+            uid = next(test_uids, None)
+            places[job.name] = (sandbox.scratch_dir(home, f"s-{job.name}", uid), uid)
+        else:
+            places[job.name] = (Path(job.cwd), sandbox.uid)
     results: dict[str, JobResult] = {}
     pending = list(jobs)
     launch = 0
     while pending:
-        script = f"run-{launch}.sh"
-        (workdir / script).write_text(_script(pending), encoding="utf-8")
-        # The script's shell and `timeout` are two more processes of the uid than a job alone has.
+        script = home / f"run-{launch}.sh"
+        write_new(script, _script(sandbox, pending, places, output_dir), mode=0o644)
+        # The job runner (and its deadline thread) is one process more of its uid than a job alone has.
         backstop = sum(job.deadline_s for job in pending) + LAUNCH_SLACK_S
-        ran = sandbox.run(["/bin/sh", script], workdir,
-                          replace(limits, timeout_s=backstop, processes=limits.processes + 2))
+        ran = sandbox.run([SH, str(script)], home, replace(limits, timeout_s=backstop, processes=limits.processes + 1),
+                          uid=None)
         started, ended = _progress(ran.stdout.decode("ascii", "replace"))
         share = ran.seconds / max(1, len(started))
         for job in pending:
-            if job.name in ended and ended[job.name] not in CUT_BY_DEADLINE:
-                results[job.name] = JobResult(True, ended[job.name], *_outputs(output_dir, job, read_bytes), share)
-            elif job.name in started:  # what it wrote before it was cut off
-                results[job.name] = JobResult(False, None, *_outputs(output_dir, job, read_bytes), share)
+            if job.name not in started:
+                continue
+            stdout, stderr, marker = _outputs(output_dir, job, read_bytes)
+            if marker != STARTED:  # the chain broke before the program (e.g. the uid drop)
+                results[job.name] = JobResult(False, None, b"", stderr, share, started=False)
+            elif job.name in ended and ended[job.name] not in CUT_BY_DEADLINE:
+                results[job.name] = JobResult(True, ended[job.name], stdout, stderr, share)
+            else:  # what it wrote before it was cut off (and the status its chain ended with, if any)
+                results[job.name] = JobResult(False, ended.get(job.name), stdout, stderr, share)
         unstarted = [job for job in pending if job.name not in started]
         if len(unstarted) == len(pending):  # the script itself never got going
             log.warning("batch_script_started_nothing", launch=launch, seconds=ran.seconds,
@@ -115,14 +145,19 @@ def run_jobs(
     return results
 
 
-def _script(jobs: Sequence[Job]) -> str:
+def _script(sandbox: Sandbox, jobs: Sequence[Job], places: dict[str, tuple[Path, int | None]],
+            output_dir: Path) -> str:
+    """The root shell's script: per job, announce it, run it as its uid in its dir, report."""
     lines = ["unset PWD OLDPWD"]
+    runner = shlex.quote(sandbox.job_runner)
     for job in jobs:
-        command = f"{TIMEOUT} -s KILL {job.deadline_s:.3f} " + " ".join(shlex.quote(part) for part in job.argv)
-        if job.cwd != ".":
-            command = f"(cd {shlex.quote(job.cwd)} && unset PWD OLDPWD; exec {command})"
-        out = shlex.quote(f"{OUTPUT_DIR}/{job.name}")
-        lines.append(f"echo S {job.name}; {command} >{out}.o 2>{out}.e; echo E {job.name} $?")
+        cwd, uid = places[job.name]
+        command = " ".join(shlex.quote(part) for part in
+                           ("-" if uid is None else str(uid), f"{job.deadline_s:.3f}", str(cwd), *job.argv))
+        out = shlex.quote(str(output_dir / job.name))
+        # The runner drops to the job's uid, enters its dir, marks the start on fd 3, runs the
+        # program with the deadline, then kills whatever of that uid is left (no other uid).
+        lines.append(f"echo S {job.name}; {runner} {command} >{out}.o 2>{out}.e 3>{out}.l; echo E {job.name} $?")
     return "\n".join(lines) + "\n"
 
 
@@ -138,13 +173,9 @@ def _progress(stdout: str) -> tuple[set[str], dict[str, int]]:
     return started, ended
 
 
-def _outputs(output_dir: Path, job: Job, read_bytes: int) -> tuple[bytes, bytes]:
-    return tuple(_read(output_dir / f"{job.name}.{suffix}", read_bytes) for suffix in ("o", "e"))
-
-
-def _read(path: Path, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(limit)
-    except FileNotFoundError:
-        return b""
+def _outputs(output_dir: Path, job: Job, read_bytes: int) -> tuple[bytes, bytes, bytes]:
+    """stdout, stderr and start marker of a job, from the files the root shell made for it."""
+    owner = os.geteuid()
+    return (read_capped(output_dir, f"{job.name}.o", read_bytes, owner),
+            read_capped(output_dir, f"{job.name}.e", read_bytes, owner),
+            read_capped(output_dir, f"{job.name}.l", 1, owner))

@@ -46,7 +46,7 @@ class ExecutorConfig(BaseModel):
     # per-sample path's verdicts, and a cached verdict is one of an identical program), so they
     # are not part of identity().
     batch_size: int = Field(128, ge=1, le=1000)  # programs per rustc invocation; 1 = the per-sample path
-    batch_deadline_s: float = Field(0.1, gt=0)  # a test run in a batch gets this long (+1 ms per program in the shared process); overruns are rerun alone
+    batch_deadline_s: float = Field(0.1, gt=0)  # a test run in a batch gets this long; overruns are rerun alone
     verdict_cache: bool = True  # reuse the verdicts of identical programs across runs (tasks.dedup)
     verdict_cache_dir: Path | None = None  # default: $FERRISBENCH_CACHE/verdicts
 

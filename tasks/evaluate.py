@@ -178,7 +178,6 @@ def judge_records(
              cached=stats.cached, batch_size=config.batch_size, grouped=stats.batch.grouped,
              alone=stats.batch.alone, passes=stats.batch.passes, culprits=stats.batch.culprits,
              reruns=stats.batch.reruns,
-             shared_process=stats.batch.shared_process,
              seconds={k: round(v, 2) for k, v in stats.batch.seconds.items()}, alone_reasons=stats.batch.reasons)
     return judged
 
@@ -224,8 +223,14 @@ def judge_programs(
     expected: int = 0,
 ) -> None:
     """Judge each (key, program) as it comes; `done(key, verdict)` as each verdict is known (from
-    any thread). `expected` (an upper bound on the programs) sizes the batches."""
-    if config.batch_size == 1:
+    any thread). `expected` (an upper bound on the programs) sizes the batches.
+
+    Batches need a uid per program (root): without, programs of one launch could reach each
+    other, so every program is judged alone in work dirs of its own instead."""
+    if config.batch_size > 1 and not pool.isolates_jobs:
+        log.warning("batching_off_without_isolation", sandbox=config.sandbox.value,
+                    reason="programs of one batch need uids of their own (run as root); judging each alone")
+    if config.batch_size == 1 or not pool.isolates_jobs:
         def alone(item: tuple[str, Prepared], sandbox: Sandbox) -> None:
             key, prepared = item
             done(key, _per_sample(prepared, sandbox, config))
@@ -309,7 +314,6 @@ def _add_stats(total: BatchStats, part: BatchStats) -> None:
     total.passes += part.passes
     total.culprits += part.culprits
     total.reruns += part.reruns
-    total.shared_process += part.shared_process
     for reason, count in part.reasons.items():
         total.reasons[reason] = total.reasons.get(reason, 0) + count
     for phase, seconds in part.seconds.items():

@@ -23,11 +23,12 @@ from tasks import policy
 from tasks.config import ExecutorConfig
 from tasks.sandbox import RunResult, Sandbox, compile_limits, run_limits
 from tasks.schema import Problem, Protocol, Status, Verdict
+from tasks.untrusted_files import seal_binary, write_new
 from tasks.verdict import judge_libtest, judge_main, parse_rustc_json, harden_harness
 
 log = structlog.get_logger(__name__)
 
-EXECUTOR_VERSION = "2"  # bump whenever a verdict could change: it keys every cache
+EXECUTOR_VERSION = "3"  # bump whenever a verdict could change: it keys every cache
 SOURCE_NAME = "main.rs"
 BINARY_NAME = "prog"
 RUSTC_FLAGS = ("-C", "opt-level=0", "-C", "debuginfo=0", "-A", "warnings")
@@ -107,26 +108,32 @@ def compile_argv(sandbox: Sandbox, problem: Problem, edition: str, source: str =
     return [*argv, source, "-o", BINARY_NAME]
 
 
-def run_argv(problem: Problem) -> list[str]:
+def run_argv(problem: Problem, binary: str) -> list[str]:
     if problem.protocol is Protocol.LIBTEST:
         # One thread: deterministic output order, so duplicates and reruns read the same.
-        return [f"./{BINARY_NAME}", "--test-threads=1", "--color=never"]
-    return [f"./{BINARY_NAME}"]
+        return [binary, "--test-threads=1", "--color=never"]
+    return [binary]
 
 
 def run_program(problem: Problem, program: str, sandbox: Sandbox, config: ExecutorConfig) -> Verdict:
-    """Compile and run an assembled program in a fresh work dir inside the sandbox."""
+    """Compile (as the worker uid, in a dir of its own) and run (as a job uid, in a private
+    scratch dir, from the sealed binary) an assembled program, inside the sandbox."""
     with sandbox.new_workdir() as workdir:
-        (workdir / SOURCE_NAME).write_text(program, encoding="utf-8")
+        build = sandbox.compile_dir(workdir, "build")
+        write_new(build / SOURCE_NAME, program, owner=sandbox.uid)
         built = sandbox.run(
             compile_argv(sandbox, problem, config.edition),
-            workdir,
+            build,
             compile_limits(config.compile_timeout_s),
         )
         failed = compile_verdict(built, [workdir], config)
         if failed is not None:
             return failed
-        ran = sandbox.run(run_argv(problem), workdir, run_limits(config.run_timeout_s))
+        seal_binary(build, BINARY_NAME, sandbox.uid)
+        runner = sandbox.job_uids[0] if sandbox.isolates_jobs else None
+        scratch = sandbox.scratch_dir(workdir, "run", runner)
+        ran = sandbox.run(run_argv(problem, str(build / BINARY_NAME)), scratch, run_limits(config.run_timeout_s),
+                          uid=runner or "worker")
         return run_verdict(problem, ran, built.seconds, [workdir], config)
 
 

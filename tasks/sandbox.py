@@ -9,13 +9,17 @@ Every command goes through the same inner chain, started inside the namespaces:
 per-worker uid, so RLIMIT_NPROC holds and nothing the program does runs as root) → `sh` writing
 a launch marker to a pipe (a sandbox that fails to start is an error, never a program verdict;
 the predecessor scored every firejail failure as a compile error) → `env -i` (exact environment).
+
+Ownership inside a work dir (see SECURITY.md, Layer 4b): the work dir itself is root's; the
+compiler runs as the worker's uid in directories of its own (`compile_dir`), and it is the only
+thing that ever runs as that uid. Test binaries run as *job uids*, a block of uids per worker,
+each in a private scratch dir (`scratch_dir`), so no program can touch what the compiler made,
+what another job owns, or anything root later reads.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -46,14 +50,28 @@ from tasks.sandbox_process import (  # noqa: F401  (re-exported: the public API 
     _read_some,
     compile_limits,
     kill_processes_of_uid,
+    kill_processes_of_uids,
     processes_of_uid,
     run_limits,
 )
+from tasks.job_runner import job_runner
 from tasks.toolchain import Toolchain
+from tasks.untrusted_files import make_dir, remove_tree, sweep_stale
 
 log = structlog.get_logger(__name__)
 
-SANDBOX_UID_BASE = 61000  # worker w runs as uid 61000 + w: workers never share RLIMIT_NPROC
+SANDBOX_UID_BASE = 61000  # worker w compiles as uid 61000 + w: workers never share RLIMIT_NPROC
+# Worker w's test programs run as JOB_UID_BASE + w * JOB_UIDS_PER_WORKER + k, one uid per job of a
+# launch (a batch has at most 1000 programs), above systemd's container range and any login uid.
+JOB_UID_BASE = 1_900_000_000
+JOB_UIDS_PER_WORKER = 1000
+JOB_DIR_PREFIX = "job-"
+
+
+def worker_uids(worker: int) -> tuple[int, range]:
+    """The compiler's uid of sandbox worker `worker` and its block of job uids."""
+    first_job_uid = JOB_UID_BASE + worker * JOB_UIDS_PER_WORKER
+    return SANDBOX_UID_BASE + worker, range(first_job_uid, first_job_uid + JOB_UIDS_PER_WORKER)
 PRLIMIT, SETPRIV, SH, ENV = "/usr/bin/prlimit", "/usr/bin/setpriv", "/bin/sh", "/usr/bin/env"
 
 
@@ -69,19 +87,6 @@ def _is_within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-# Reports what a program inside can see and do; self_check compares it with what it must.
-PROBE_SOURCE = r"""
-use std::time::Duration;
-fn main() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    println!("uid={}", uid.unwrap_or("unknown"));
-    println!("home={}", if std::fs::read_dir("HOME_DIR").is_ok() { "visible" } else { "hidden" });
-    let address = "127.0.0.1:PORT".parse().unwrap();
-    let connected = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok();
-    println!("network={}", if connected { "connected" } else { "refused" });
-}
-"""
 
 
 def default_work_root() -> Path:
@@ -110,6 +115,7 @@ class Sandbox(ABC):
             raise SandboxUnavailable(f"{self.kind} needs {self.executable}, which is missing or not executable: "
                                      f"apt-get install -y {self.package}")
         self._identity: str | None = None
+        self._all_uids: frozenset[int] | None = None
         self._lock = threading.Lock()
         for tool, package in ((PRLIMIT, "util-linux"), (SETPRIV, "util-linux"), (SH, "dash"),
                               (ENV, "coreutils"), (KILL, "procps")):
@@ -118,15 +124,26 @@ class Sandbox(ABC):
         if not toolchain.rustc.is_file():
             raise SandboxUnavailable(f"toolchain has no compiler at {toolchain.rustc}")
         if os.geteuid() == 0:
-            self.uid: int | None = SANDBOX_UID_BASE + worker
+            self.uid: int | None
+            self.uid, self.job_uids = worker_uids(worker)
         else:
             self.uid = None
+            self.job_uids = range(0)
             log.info("sandbox_uid_drop_skipped", kind=self.kind, uid=os.geteuid(),
                      reason="not running as root: programs already run unprivileged; "
                             "the process-count limit is not applied (it would count all of this user's processes)")
         self._prepare()
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.work_root.chmod(0o755)  # the sandbox uid must be able to traverse it
+        try:
+            self.job_runner_host = job_runner(toolchain, self.work_root)
+        except SandboxError as error:
+            raise SandboxUnavailable(f"{error}; a C linker driver (`cc`) is needed: apt-get install -y gcc") from error
+
+    @property
+    def job_runner(self) -> str:
+        """Path of the job runner (`tasks/job_runner.rs`) as seen inside the sandbox."""
+        return str(self.job_runner_host)
 
     def _prepare(self) -> None:
         """Checks and command parts specific to one kind."""
@@ -137,26 +154,39 @@ class Sandbox(ABC):
         """Path of the toolchain's rustc as seen inside the sandbox (argv[0] of a compile)."""
 
     @abstractmethod
-    def _wrapper(self, workdir: Path) -> list[str]:
-        """The sandbox tool's command line, up to the inner chain."""
+    def _wrapper(self, workdir: Path, cwd: Path) -> list[str]:
+        """The sandbox tool's command line, up to the inner chain: `workdir` writable, in `cwd`."""
 
-    def _inner_env(self, workdir: Path) -> dict[str, str]:
+    @property
+    def isolates_jobs(self) -> bool:
+        """Whether every job can get a uid of its own (needs root); without, jobs of one launch
+        could reach each other, so the executor judges each program in a launch of its own."""
+        return len(self.job_uids) > 0
+
+    def inner_env(self, cwd: Path) -> dict[str, str]:
+        """The whole environment of a program: TMPDIR is its own (writable) directory."""
         return {"PATH": f"{Path(self.rustc).parent}:/usr/bin:/bin", "RUST_BACKTRACE": "0",
-                "LANG": "C", "TMPDIR": str(workdir)}
+                "LANG": "C", "TMPDIR": str(cwd)}
 
-    def _inner(self, argv: Sequence[str], workdir: Path, limits: Limits) -> list[str]:
+    def _drop_to(self, uid: int) -> list[str]:
+        """The command prefix that runs the rest of a command line as `uid`, without privileges."""
+        return [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--"]
+
+    def _inner(self, argv: Sequence[str], cwd: Path, limits: Limits, uid: int | None) -> list[str]:
         chain = [PRLIMIT, f"--as={limits.address_space_mb << 20}", f"--fsize={limits.file_size_mb << 20}",
                  f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}", "--core=0"]
-        if self.uid is not None:
-            chain += [f"--nproc={limits.processes}", "--",
-                      SETPRIV, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
-                      "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all"]
+        if self.uid is not None:  # inherited by every process below, enforced for each non-root uid
+            chain.append(f"--nproc={limits.processes}")
+        chain.append("--")
+        if uid is not None:
+            chain += self._drop_to(uid)
         # stdin is the marker pipe's write end: report the launch, then give the program /dev/null.
-        # As the sandbox uid, the program's orphans die with it (`kill -1` reaches only that uid;
+        # As a sandbox uid, the program's orphans die with it (`kill -1` reaches only that uid;
         # firejail would otherwise wait for them, and its --deterministic-shutdown costs 100 ms).
-        run = '"$@"; status=$?; kill -KILL -1 2>/dev/null; exit $status' if self.uid is not None else 'exec "$@"'
-        chain += ["--", SH, "-c", f"printf L >&0 && exec 0</dev/null && {run}", "launch",
-                  ENV, "-i", *(f"{k}={v}" for k, v in self._inner_env(workdir).items()), *argv]
+        run = '"$@"; status=$?; kill -KILL -1 2>/dev/null; exit $status' if uid is not None else 'exec "$@"'
+        chain += [SH, "-c", f"printf L >&0 && exec 0</dev/null && {run}", "launch",
+                  ENV, "-i", *(f"{k}={v}" for k, v in self.inner_env(cwd).items()), *argv]
         return chain
 
     def identity(self) -> str:
@@ -172,32 +202,78 @@ class Sandbox(ABC):
             self._identity = f"{self.kind} {first_line.split()[-1]}"
         return self._identity
 
+    @property
+    def worker_dir(self) -> Path:
+        return self.work_root / f"w{self.worker}"
+
+    def all_uids(self) -> frozenset[int]:
+        """Every uid this sandbox's programs run as (what is killed after each run)."""
+        if self._all_uids is None:
+            self._all_uids = frozenset(() if self.uid is None else (self.uid, *self.job_uids))
+        return self._all_uids
+
+    def sweep_stale_workdirs(self) -> int:
+        """Remove the work dirs a killed process left for this worker id (call while holding the
+        id's claim: then no live process uses them)."""
+        if self.uid is not None:
+            kill_processes_of_uids(self.all_uids())
+        removed = sweep_stale(self.worker_dir, JOB_DIR_PREFIX)
+        if removed:
+            log.info("stale_workdirs_swept", worker=self.worker, removed=removed)
+        return removed
+
     @contextmanager
     def new_workdir(self) -> Iterator[Path]:
-        """A fresh dir only this worker's uid can write; removed (with its processes) afterwards."""
-        parent = self.work_root / f"w{self.worker}"
+        """A fresh root-owned dir (the sandbox uids may traverse it, never write it); programs get
+        directories of their own inside (`compile_dir`, `scratch_dir`). Removed afterwards, with
+        every process of this worker's uids, without following anything they left."""
+        parent = self.worker_dir
         parent.mkdir(exist_ok=True)
         parent.chmod(0o755)
-        path = Path(tempfile.mkdtemp(prefix="job-", dir=parent))
+        path = Path(tempfile.mkdtemp(prefix=JOB_DIR_PREFIX, dir=parent))
         try:
-            if self.uid is not None:
-                os.chown(path, self.uid, self.uid)
+            path.chmod(0o755)
             yield path
         finally:
             if self.uid is not None:
-                kill_processes_of_uid(self.uid)
-            shutil.rmtree(path)
+                kill_processes_of_uids(self.all_uids())
+            remove_tree(path)
 
-    def run(self, argv: Sequence[str], workdir: Path, limits: Limits) -> RunResult:
-        """Run `argv` in `workdir` (a `new_workdir()`), confined; paths in argv relative to it."""
-        workdir = Path(workdir).absolute()
-        if not _is_within(workdir, self.work_root) or not workdir.is_dir():
-            raise ValueError(f"{workdir} is not a work dir of this sandbox (use new_workdir())")
+    def compile_dir(self, workdir: Path, name: str) -> Path:
+        """A directory of `workdir` that only the compiler (the worker's uid) writes; the job
+        uids may reach files in it by name (e.g. a sealed binary) but not list or change it."""
+        return make_dir(Path(workdir) / name, self.uid, 0o711)
+
+    def scratch_dir(self, workdir: Path, name: str, uid: int | None) -> Path:
+        """A private directory of one job's uid: its cwd and TMPDIR, nobody else's."""
+        return make_dir(Path(workdir) / name, uid, 0o700)
+
+    def _job_root(self, cwd: Path) -> Path:
+        """The `new_workdir()` that holds `cwd`."""
+        for candidate in (cwd, *cwd.parents):
+            if candidate.parent == self.worker_dir and candidate.name.startswith(JOB_DIR_PREFIX):
+                return candidate
+        raise ValueError(f"{cwd} is not a work dir of this sandbox, nor inside one (use new_workdir())")
+
+    def run(self, argv: Sequence[str], cwd: Path, limits: Limits, *, uid: int | None | str = "worker") -> RunResult:
+        """Run `argv` in `cwd` (inside a `new_workdir()`), confined; paths in argv relative to it.
+
+        `uid`: "worker" (the default: the compiler's uid), a job uid, or None (stays root inside
+        the sandbox: only for the executor's own job scripts, which drop to job uids per job)."""
+        cwd = Path(cwd).absolute()
+        if not cwd.is_dir():
+            raise ValueError(f"{cwd} is not a directory")
+        workdir = self._job_root(cwd)
+        as_uid = self.uid if uid == "worker" else uid
+        if self.uid is None:
+            as_uid = None
+        elif as_uid is not None and as_uid not in self.all_uids():
+            raise ValueError(f"uid {as_uid} is not one of this sandbox's uids")
         marker_read, marker_write = os.pipe()
         try:
-            command = self._wrapper(workdir) + self._inner(argv, workdir, limits)
+            command = self._wrapper(workdir, cwd) + self._inner(argv, cwd, limits, as_uid)
             with self._lock:
-                return self._execute(command, workdir, limits, marker_read, marker_write)
+                return self._execute(command, cwd, limits, marker_read, marker_write)
         finally:
             os.close(marker_read)
 
@@ -219,7 +295,7 @@ class Sandbox(ABC):
             _kill_group(process)
             process.wait()
             if self.uid is not None:
-                kill_processes_of_uid(self.uid)
+                kill_processes_of_uids(self.all_uids())
             _drain(streams, time.monotonic() + STRAY_GRACE_S)
         finally:
             process.stdout.close()
@@ -246,49 +322,16 @@ class Sandbox(ABC):
 
     def self_check(self) -> None:
         """Prove here that a compile and a run work, fail when they should, and are confined."""
-        self.identity()
-        listener = socket.create_server(("127.0.0.1", 0))  # reachable from the host, never from inside
-        try:
-            with self.new_workdir() as workdir:
-                facts = self._probe(workdir, listener.getsockname()[1])
-        except SandboxLaunchFailed as error:
-            raise SandboxUnavailable(f"{error}; {self.fix_hint}") from error
-        finally:
-            listener.close()
-        expected = {"network": "refused", "home": "hidden"}
-        if self.uid is not None:
-            expected["uid"] = str(self.uid)
-        wrong = {k: facts.get(k) for k, v in expected.items() if facts.get(k) != v}
-        if wrong and self.kind != "none":
-            raise SandboxUnavailable(f"{self.kind} does not confine programs here: {wrong} (expected {expected})")
-        report = log.warning if wrong else log.info
-        report("sandbox_self_check_passed", kind=self.kind, identity=self.identity(), facts=facts, confined=not wrong)
+        from tasks.sandbox_probe import prove_confinement
 
-    def _probe(self, workdir: Path, port: int) -> dict[str, str]:
-        source = PROBE_SOURCE.replace("HOME_DIR", str(Path.home())).replace("PORT", str(port))
-        (workdir / "probe.rs").write_text(source)
-        (workdir / "broken.rs").write_text('fn main() { let n: u32 = "not a number"; println!("{n}"); }\n')
-        compile_ = [self.rustc, "--edition", "2021", "-o"]
-        built = self.run([*compile_, "probe", "probe.rs"], workdir, COMPILE_LIMITS)
-        if not built.succeeded:
-            raise SandboxUnavailable(f"{self.kind}: rustc cannot build a known-good program inside the sandbox "
-                                     f"(exit {built.returncode}, signal {built.signal}): {built.stderr[:2000]!r}")
-        rejected = self.run([*compile_, "broken", "broken.rs"], workdir, COMPILE_LIMITS)
-        if rejected.succeeded or b"E0308" not in rejected.stderr:
-            raise SandboxUnavailable(f"{self.kind}: a known-bad program was not rejected with E0308: "
-                                     f"exit {rejected.returncode}, {rejected.stderr[:2000]!r}")
-        ran = self.run(["./probe"], workdir, RUN_LIMITS)
-        if not ran.succeeded:
-            raise SandboxUnavailable(f"{self.kind}: a known-good program fails inside the sandbox "
-                                     f"(exit {ran.returncode}, signal {ran.signal}): {ran.stderr[:2000]!r}")
-        return dict(line.split("=", 1) for line in ran.stdout.decode().splitlines() if "=" in line)
-
+        prove_confinement(self)
 
 class BubblewrapSandbox(Sandbox):
     kind, package, default_executable = "bubblewrap", "bubblewrap", "/usr/bin/bwrap"
     fix_hint = ("run as root, or (as another user) enable unprivileged user namespaces: "
                 "sysctl -w kernel.unprivileged_userns_clone=1 / user.max_user_namespaces=15000")
     SYSROOT_INSIDE = "/opt/rust"
+    JOB_RUNNER_INSIDE = "/opt/ferrisbench/job-runner"
 
     def _prepare(self) -> None:
         for system_dir in ("/usr", "/etc", "/opt", "/proc", "/dev", "/bin", "/lib"):
@@ -313,11 +356,17 @@ class BubblewrapSandbox(Sandbox):
     def rustc(self) -> str:
         return f"{self.SYSROOT_INSIDE}/bin/rustc"
 
-    def _wrapper(self, workdir: Path) -> list[str]:
+    @property
+    def job_runner(self) -> str:
+        return self.JOB_RUNNER_INSIDE
+
+    def _wrapper(self, workdir: Path, cwd: Path) -> list[str]:
         parents = []
         for ancestor in reversed(workdir.parents[:-1]):  # 0755, or the uid could not reach the work dir
             parents += ["--perms", "0755", "--dir", str(ancestor)]
-        return [*self._base, *parents, "--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+        return [*self._base, "--perms", "0755", "--dir", str(Path(self.JOB_RUNNER_INSIDE).parent),
+                "--ro-bind", str(self.job_runner_host), self.JOB_RUNNER_INSIDE,
+                *parents, "--bind", str(workdir), str(workdir), "--chdir", str(cwd)]
 
 
 class FirejailSandbox(Sandbox):
@@ -342,7 +391,8 @@ class FirejailSandbox(Sandbox):
         private = ["--private-tmp", "--read-only=/tmp", "--tmpfs=/dev/shm", "--read-only=/dev/shm"]
         private += [f"--read-only={p}" for p in ("/var/tmp", "/run/lock") if os.path.isdir(p)]
         # Without --deterministic-exit-code firejail exits with the status of the last process to end.
-        self._options = ["--noprofile", "--quiet", "--net=none", "--deterministic-exit-code",
+        # --ipc-namespace: SysV IPC objects of one launch's uids die with it instead of persisting.
+        self._options = ["--noprofile", "--quiet", "--net=none", "--ipc-namespace", "--deterministic-exit-code",
                          f"--bind={self.toolchain.sysroot},{self.sysroot_inside}",
                          *(f"--blacklist={p}" for p in self.hidden), "--read-only=/", *private]
 
@@ -350,7 +400,7 @@ class FirejailSandbox(Sandbox):
     def rustc(self) -> str:
         return str(self.sysroot_inside / "bin" / "rustc")
 
-    def _wrapper(self, workdir: Path) -> list[str]:
+    def _wrapper(self, workdir: Path, cwd: Path) -> list[str]:
         return [self.executable, *self._options, f"--read-write={workdir}", "--"]
 
 
@@ -362,6 +412,7 @@ class UnconfinedSandbox(Sandbox):
 
     def _prepare(self) -> None:
         self.uid = None  # the toolchain usually lives in a home dir another uid cannot enter
+        self.job_uids = range(0)
         log.warning("sandbox_disabled", kind="none", user=os.geteuid(),
                     consequence="samples run unconfined: network, home directory and host files are "
                                 "reachable; the process-count limit is not enforced")
@@ -370,7 +421,7 @@ class UnconfinedSandbox(Sandbox):
     def rustc(self) -> str:
         return str(self.toolchain.rustc)
 
-    def _wrapper(self, workdir: Path) -> list[str]:
+    def _wrapper(self, workdir: Path, cwd: Path) -> list[str]:
         return []
 
     def identity(self) -> str:

@@ -1,4 +1,4 @@
-"""Process and pipe plumbing of `tasks.sandbox` (run limits and results, capped capture, killing trees and uids); split out to keep modules small."""
+"""Processes and pipes of a sandboxed run: limits, results, capped capture, killing a run's trees and uids."""
 
 from __future__ import annotations
 
@@ -85,30 +85,45 @@ class _CappedBuffer:
 
 def processes_of_uid(uid: int) -> list[int]:
     """Live (non-zombie) processes owned by `uid`, from /proc."""
-    pids = []
+    return processes_of_uids({uid}).get(uid, [])
+
+
+def processes_of_uids(uids: set[int] | frozenset[int] | range) -> dict[int, list[int]]:
+    """Live (non-zombie) processes owned by any of `uids`, by uid, from one scan of /proc."""
+    found: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            if entry.stat().st_uid != uid:
+            owner = entry.stat().st_uid
+            if owner not in uids:
                 continue
             with open(f"/proc/{entry.name}/stat", "rb") as stat:
                 if stat.read().rsplit(b")", 1)[1].split()[0] != b"Z":
-                    pids.append(int(entry.name))
+                    found.setdefault(owner, []).append(int(entry.name))
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-    return pids
+    return found
 
 
 def kill_processes_of_uid(uid: int, attempts: int = 50) -> None:
     """SIGKILL everything `uid` owns: `kill -1` sent as that uid reaches exactly its processes."""
+    kill_processes_of_uids({uid}, attempts)
+
+
+def kill_processes_of_uids(uids: set[int] | frozenset[int], attempts: int = 50) -> None:
+    """SIGKILL every process of each of `uids` (one /proc scan when none is left, the usual case)."""
     for _ in range(attempts):
-        if not processes_of_uid(uid):
+        alive = processes_of_uids(uids)
+        if not alive:
             return
-        subprocess.run([KILL, "-KILL", "-1"], user=uid, group=uid, extra_groups=[], env=LAUNCH_ENV,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        for uid in alive:
+            subprocess.run([KILL, "-KILL", "-1"], user=uid, group=uid, extra_groups=[], env=LAUNCH_ENV,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         time.sleep(0.01)
-    raise SandboxError(f"processes of uid {uid} survive SIGKILL: {processes_of_uid(uid)[:20]}")
+    survivors = processes_of_uids(uids)
+    raise SandboxError(f"processes of uids {sorted(survivors)[:5]} survive SIGKILL: "
+                       f"{[p for pids in survivors.values() for p in pids][:20]}")
 
 
 def _collect(process: subprocess.Popen, streams: dict[int, _CappedBuffer], deadline: float) -> tuple[bool, float]:

@@ -7,7 +7,6 @@ pools claim sandbox worker ids from 300 up, clear of the ids other test modules 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -81,6 +80,8 @@ SAMPLES = [
     (ADD, "    fn deep(n: u64) -> u64 { if n == u64::MAX { 0 } else { deep(n + 1) + 1 } }\n"
           "    deep(0) as i64 + a + b\n}", "runtime_crash"),
     (ADD, "    std::process::exit(3)\n}", "runtime_crash"),
+    (ADD, "    std::process::exit(124)\n}", "runtime_crash"),  # `timeout`'s own status: rerun alone to tell
+    (ADD, "    std::process::exit(137)\n}", "runtime_crash"),  # reads as SIGKILL, in both paths
     (ADD, "    std::process::exit(0)\n}", "failed_tests"),
     (ADD, '    { use std::io::Write; let _ = std::io::stdout().write_all(b"test tests::test_add ... ok\\n"); }\n'
           "    a - b\n}", "failed_tests"),  # forged report lines
@@ -160,14 +161,14 @@ def test_programs_that_cannot_share_a_crate_are_compiled_alone(toolchain, work_r
         "`env::var`": 1,
     }
     assert stats.duplicates == 1
-    # The environment reader goes to the per-sample path; the three hangs are run again alone from
-    # the binary their batch built, with the full time limit (no second compile); the link error is
-    # split off by bisection; everything else shares a crate.
+    # The environment reader goes to the per-sample path; the three hangs and the two exits with
+    # `timeout`'s statuses are run again alone from the binary their batch built, with the full
+    # time limit (no second compile); the link error is split off by bisection; everything else
+    # shares a crate.
     assert stats.batch.culprits == 1
-    assert stats.batch.reruns == 3
+    assert stats.batch.reruns == 5
     assert stats.batch.grouped + stats.batch.alone + 1 == stats.executed
     assert stats.batch.alone >= 6
-    assert stats.batch.shared_process >= 1  # see the next specification
 
 
 def test_a_program_that_exhausts_rustc_leaves_the_rest_of_its_batch_alone(toolchain, work_root):
@@ -192,7 +193,7 @@ def test_a_program_that_exhausts_rustc_leaves_the_rest_of_its_batch_alone(toolch
     assert result.stats.passes >= 3  # the group was split until the slow program stood alone
 
 
-def test_clean_passes_share_one_test_process_until_a_program_ends_it(toolchain, work_root):
+def test_every_program_runs_in_a_process_of_its_own_so_a_crash_ends_only_its_own(toolchain, work_root):
     config = config_for(work_root)
     overflow = "    fn deep(n: u64) -> u64 { if n == u64::MAX { 0 } else { deep(n + 1) + 1 } }\n    deep(0) as i64\n}"
     completions = ["    a + b\n}", "    b + a\n}", "    a - b\n}", "    (a + b)\n}", overflow, "    a + b + 0\n}",
@@ -202,10 +203,9 @@ def test_clean_passes_share_one_test_process_until_a_program_ends_it(toolchain, 
         result = judge_batch(pool.sandboxes[0], [BatchItem(i, ADD, p.program) for i, p in enumerate(prepared)],
                              config)
         alone = [run_program(ADD, p.program, pool.sandboxes[1], config) for p in prepared]
-    # 0, 1 and 3 pass in the shared process; 2 fails there (its own process judges it), 4 ends the
-    # process (stack overflow), so 5 and 6 never run there: their own processes judge them.
-    assert result.stats.shared_process == 3
+    # 4 overflows its stack: only its own process ends; 5 and 6, judged after it, still pass.
     assert [result.verdicts[i].status for i in range(7)] == [v.status for v in alone]
+    assert result.culprits == [] and result.reruns == []
     assert [v.status.value for v in alone] == ["passed", "passed", "failed_tests", "passed", "runtime_crash",
                                                "passed", "passed"]
 
@@ -229,11 +229,19 @@ def test_a_job_of_a_batch_launch_sees_the_environment_a_lone_run_sees(sandbox, t
     with SandboxPool(config, toolchain, first_worker=FIRST_WORKER) as pool:
         box = pool.sandboxes[0]
         with box.new_workdir() as workdir:
-            alone = box.run(["/usr/bin/env"], workdir, run_limits(5.0))
-            results = run_jobs(box, workdir, [Job("a", ("/usr/bin/env",), ".", 5.0),
-                                              Job("b", ("/bin/sh", "-c", "exit 7"), ".", 5.0)], run_limits(5.0), 1 << 20)
+            scratch = box.scratch_dir(workdir, "alone", box.job_uids[0])
+            alone = box.run(["/usr/bin/env"], scratch, run_limits(5.0), uid=box.job_uids[0])
+            results = run_jobs(box, workdir, [Job("a", ("/usr/bin/env",), None, 5.0),
+                                              Job("b", ("/bin/sh", "-c", "exit 7"), None, 5.0)], run_limits(5.0), 1 << 20)
     assert results["a"].finished and results["a"].status == 0
-    assert sorted(results["a"].stdout.splitlines()) == sorted(alone.stdout.splitlines())  # order: sh's
+
+    def environment(output: bytes) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in output.decode().splitlines())
+
+    in_batch, by_itself = environment(results["a"].stdout), environment(alone.stdout)
+    assert in_batch.keys() == by_itself.keys() == {"PATH", "RUST_BACKTRACE", "LANG", "TMPDIR"}
+    assert {k: v for k, v in in_batch.items() if k != "TMPDIR"} == {k: v for k, v in by_itself.items() if k != "TMPDIR"}
+    assert Path(in_batch["TMPDIR"]).name == "s-a" and by_itself["TMPDIR"] == str(scratch)  # each its own dir
     assert results["b"].status == 7
 
 
@@ -242,8 +250,8 @@ def test_a_hang_is_cut_off_at_its_own_deadline_and_the_rest_still_run(toolchain,
     with SandboxPool(config, toolchain, first_worker=FIRST_WORKER) as pool:
         box = pool.sandboxes[0]
         with box.new_workdir() as workdir:
-            jobs = [Job("before", ("/bin/echo", "one"), ".", 1.0), Job("hang", ("/bin/sleep", "30"), ".", 1.0),
-                    Job("after", ("/bin/echo", "two"), ".", 1.0)]
+            jobs = [Job("before", ("/bin/echo", "one"), None, 1.0), Job("hang", ("/bin/sleep", "30"), None, 1.0),
+                    Job("after", ("/bin/echo", "two"), None, 1.0)]
             results = run_jobs(box, workdir, jobs, run_limits(5.0), 1 << 20)
     assert (results["before"].finished, results["before"].stdout) == (True, b"one\n")
     assert results["hang"].finished is False

@@ -10,7 +10,6 @@ the machine shares its uid.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -19,7 +19,6 @@ import structlog
 from tasks.sandbox import (
     COMPILE_LIMITS,
     RUN_LIMITS,
-    SANDBOX_UID_BASE,
     RunResult,
     Sandbox,
     SandboxLaunchFailed,
@@ -28,10 +27,8 @@ from tasks.sandbox import (
     processes_of_uid,
 )
 from tasks.toolchain import Toolchain, ToolchainMissing, find_toolchain
-from tests.helpers import temp_work_root
+from tests.helpers import claimed_worker, temp_work_root
 
-WORKER = 93
-UID = SANDBOX_UID_BASE + WORKER
 CONFINING_KINDS = ["bubblewrap", "firejail"]
 
 pytestmark = pytest.mark.usefixtures("requires_root")
@@ -43,19 +40,24 @@ def toolchain() -> Toolchain:
 
 
 @pytest.fixture(scope="module")
+def worker():
+    yield from claimed_worker(first=93)
+
+
+@pytest.fixture(scope="module")
 def work_root():
     yield from temp_work_root("ferrisbench-sandbox-test-")
 
 
 @pytest.fixture(scope="module", params=CONFINING_KINDS)
-def sandbox(request, toolchain, work_root) -> Sandbox:
-    return make_sandbox(request.param, toolchain, worker=WORKER, work_root=work_root)
+def sandbox(request, toolchain, work_root, worker) -> Sandbox:
+    return make_sandbox(request.param, toolchain, worker=worker, work_root=work_root)
 
 
 @pytest.fixture
 def workdir(sandbox):
-    with sandbox.new_workdir() as path:
-        yield path
+    with sandbox.new_workdir() as job:  # the compiler's own dir: programs here run as the worker uid
+        yield sandbox.compile_dir(job, "w")
 
 
 @pytest.fixture
@@ -105,8 +107,9 @@ fn main() {
 }
 """
     ran = build_and_run(sandbox, workdir, source)
-    assert ran.stdout.decode() == f"Uid:\t{UID}\t{UID}\t{UID}\t{UID}\nGid:\t{UID}\t{UID}\t{UID}\t{UID}\n"
-    assert (workdir / "prog").stat().st_uid == UID  # written by rustc, so rustc ran as the uid too
+    uid = sandbox.uid
+    assert ran.stdout.decode() == f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
+    assert (workdir / "prog").stat().st_uid == sandbox.uid  # written by rustc, so rustc ran as the uid too
 
 
 def test_writes_outside_the_work_dir_fail_and_leave_the_host_untouched(sandbox, workdir, work_root, token):
@@ -209,7 +212,7 @@ fn main() {
     assert error == "Some(11)"  # EAGAIN
     assert 0 < int(spawned) < 32
     assert ran.seconds < 5.0
-    assert processes_of_uid(UID) == []
+    assert processes_of_uid(sandbox.uid) == []
 
 
 def test_allocation_beyond_the_address_space_limit_fails(sandbox, workdir):
@@ -258,7 +261,7 @@ fn main() {
     assert ran.returncode is None
     assert 1.0 <= ran.seconds < 2.0
     assert ran.stdout == b"looping\n"
-    assert processes_of_uid(UID) == []
+    assert processes_of_uid(sandbox.uid) == []
 
 
 def test_stack_overflow_is_a_crash_by_signal_not_a_hang(sandbox, workdir):
@@ -294,48 +297,48 @@ def test_self_check_passes_on_this_machine(sandbox):
 
 
 @pytest.mark.parametrize("kind", CONFINING_KINDS)
-def test_sandbox_that_exits_without_starting_the_program_raises_launch_failed(kind, toolchain, work_root):
-    broken = make_sandbox(kind, toolchain, worker=WORKER, work_root=work_root, executable="/bin/false")
+def test_sandbox_that_exits_without_starting_the_program_raises_launch_failed(kind, toolchain, work_root, worker):
+    broken = make_sandbox(kind, toolchain, worker=worker, work_root=work_root, executable="/bin/false")
     with broken.new_workdir() as workdir, pytest.raises(SandboxLaunchFailed, match="before starting the program"):
         broken.run(["/bin/true"], workdir, RUN_LIMITS)
 
 
 @pytest.mark.parametrize("kind", CONFINING_KINDS)
-def test_self_check_raises_unavailable_when_the_tool_cannot_create_namespaces(kind, toolchain, work_root, tmp_path):
+def test_self_check_raises_unavailable_when_the_tool_cannot_create_namespaces(kind, toolchain, work_root, tmp_path, worker):
     tool = tmp_path / "tool"
     tool.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo "tool 1.0"; exit 0; }\n'
                     'echo "tool: No permissions to create new namespace" >&2\nexit 1\n')
     tool.chmod(0o755)
-    broken = make_sandbox(kind, toolchain, worker=WORKER, work_root=work_root, executable=str(tool))
+    broken = make_sandbox(kind, toolchain, worker=worker, work_root=work_root, executable=str(tool))
     with pytest.raises(SandboxUnavailable, match="No permissions to create new namespace.*run as root"):
         broken.self_check()
 
 
 @pytest.mark.parametrize("kind", CONFINING_KINDS)
-def test_missing_sandbox_binary_raises_unavailable_with_install_hint(kind, toolchain, work_root):
+def test_missing_sandbox_binary_raises_unavailable_with_install_hint(kind, toolchain, work_root, worker):
     with pytest.raises(SandboxUnavailable, match=f"/nonexistent/tool, which is missing.*apt-get install -y {kind}"):
-        make_sandbox(kind, toolchain, worker=WORKER, work_root=work_root, executable="/nonexistent/tool")
+        make_sandbox(kind, toolchain, worker=worker, work_root=work_root, executable="/nonexistent/tool")
 
 
-def test_firejail_refuses_a_work_root_that_it_would_hide(toolchain):
+def test_firejail_refuses_a_work_root_that_it_would_hide(toolchain, worker):
     with pytest.raises(SandboxUnavailable, match="lies under /var/tmp"):
-        make_sandbox("firejail", toolchain, worker=WORKER, work_root=Path("/var/tmp/ferrisbench-test"))
+        make_sandbox("firejail", toolchain, worker=worker, work_root=Path("/var/tmp/ferrisbench-test"))
 
 
-def test_run_refuses_a_directory_outside_the_work_root(toolchain, work_root, tmp_path):
-    confined = make_sandbox("bubblewrap", toolchain, worker=WORKER, work_root=work_root)
+def test_run_refuses_a_directory_outside_the_work_root(toolchain, work_root, tmp_path, worker):
+    confined = make_sandbox("bubblewrap", toolchain, worker=worker, work_root=work_root)
     with pytest.raises(ValueError, match="not a work dir of this sandbox"):
         confined.run(["/bin/true"], tmp_path, RUN_LIMITS)
 
 
-def test_unknown_kind_raises_with_the_valid_choices(toolchain, work_root):
+def test_unknown_kind_raises_with_the_valid_choices(toolchain, work_root, worker):
     with pytest.raises(ValueError, match="unknown sandbox kind 'docker'; choose one of bubblewrap, firejail, none"):
-        make_sandbox("docker", toolchain, worker=WORKER, work_root=work_root)
+        make_sandbox("docker", toolchain, worker=worker, work_root=work_root)
 
 
-def test_none_sandbox_logs_a_warning_and_still_enforces_the_timeout(toolchain, work_root):
+def test_none_sandbox_logs_a_warning_and_still_enforces_the_timeout(toolchain, work_root, worker):
     with structlog.testing.capture_logs() as logs:
-        unconfined = make_sandbox("none", toolchain, worker=WORKER, work_root=work_root)
+        unconfined = make_sandbox("none", toolchain, worker=worker, work_root=work_root)
     assert [(e["event"], e["log_level"]) for e in logs] == [("sandbox_disabled", "warning")]
     with unconfined.new_workdir() as workdir:
         ran = build_and_run(unconfined, workdir, "fn main() { loop {} }", limits=replace(RUN_LIMITS, timeout_s=0.5))

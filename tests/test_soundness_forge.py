@@ -12,7 +12,6 @@ answer is `passed` (both sandboxes: it needs no capability they take away); with
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
@@ -23,13 +22,9 @@ from tasks.policy import scan
 from tasks.sandbox import make_sandbox
 from tasks.schema import Problem, Protocol, Status
 from tasks.toolchain import find_toolchain
-from tests.helpers import claimed_worker, temp_work_root
+from tests.helpers import claimed_worker, requires_root, temp_work_root
 from tests.soundness_variants import DEMO_MAIN, VARIANTS, WITH_MAIN
 
-# Skipped off root, except in CI (CI=true), where it then fails rather than hide the residual risk.
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 and os.environ.get("CI") != "true", reason="the sandbox drops root to a worker uid"
-)
 
 MULTIPLY = Problem(
     task_id="Test/multiply",
@@ -182,7 +177,7 @@ def test_only_the_soundness_rule_sees_the_forge() -> None:
     assert {v.rule for v in scan(FORGE)} == {"soundness_hole"}
 
 
-@needs_root
+@requires_root
 @pytest.mark.parametrize("kind", ["bubblewrap", "firejail"])
 def test_soundness_forge_passes_a_wrong_answer_without_policy_and_is_a_violation_with_it(
     kind, toolchain, worker, work_root
