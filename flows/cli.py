@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 
 from tasks.config import ExecutorConfig, PolicyChoice, RunConfig, SandboxKind
+from tasks.generation.cli_options import BENCHMARK_HELP, add_import_options, field_mapping
 
 log = structlog.get_logger(__name__)
 
@@ -81,15 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="judge a samples file (JSONL or parquet) against a benchmark",
         description="Compile and test every sample in the sandbox; write results.parquet and metrics.json.",
     )
-    evaluate.add_argument("samples", type=Path, help="human-eval JSONL (task_id, completion, …) or parquet")
-    evaluate.add_argument("--benchmark", required=True, help="humaneval-rust | multipl-e | multipl-e:PATH | PATH")
+    evaluate.add_argument("samples", type=Path,
+                          help="samples from any harness: human-eval JSONL (task_id, completion, …), parquet, a "
+                               "`ferrisbench generate` directory, bigcode generations.json, a MultiPL-E directory or "
+                               ".json.gz / .results.json.gz, evalplus JSONL, lm-eval --log_samples JSONL")
+    evaluate.add_argument("--benchmark", required=True, help=BENCHMARK_HELP)
     evaluate.add_argument("--policy", choices=[p.value for p in PolicyChoice], default="both",
                           help="judge with the policy filter (on), without (off), or both from the same samples (default)")
     evaluate.add_argument("--out", type=Path, required=True,
                           help="run directory: rerunning the same command on it resumes; other inputs are refused")
     evaluate.add_argument("--k", type=_ks, default=None, help="pass@k values, each <= n (default: those of 1,10,100 that are <= n)")
     evaluate.add_argument("--include-invalid", action="store_true", help="also score tasks the validity gate rejected")
-    evaluate.add_argument("--only-sampled-tasks", action="store_true", help="score only tasks that have samples")
+    evaluate.add_argument("--only-sampled-tasks", action="store_true",
+                          help="score only tasks that have samples (each model over its own tasks)")
+    add_import_options(evaluate)
+    evaluate.add_argument("--reference-verdict", metavar="FIELD", default=None,
+                          help="field holding the other harness's own verdict per sample (boolean or status); the "
+                               "report compares it with ours (MultiPL-E .results.json.gz statuses are read without it)")
     evaluate.add_argument("--shard-size", type=int, default=RunConfig.model_fields["shard_size"].default,
                           help="samples per shard: one Prefect task and one parquet file per policy mode (default: 500)")
     _executor_options(evaluate)
@@ -124,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = problem_commands.add_parser(
         "validate", help="run every reference solution through the executor (the validity gate)"
     )
-    validate.add_argument("--benchmark", required=True, help="humaneval-rust | multipl-e | multipl-e:PATH | PATH")
+    validate.add_argument("--benchmark", required=True, help=BENCHMARK_HELP)
     validate.add_argument("--json", action="store_true", help="print counts and invalid tasks as JSON")
     _executor_options(validate)
     return parser
@@ -222,7 +231,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, config: ExecutorConfig) -> int:
-    if args.samples.is_dir():  # a `ferrisbench generate` output directory
+    if args.samples.is_dir() and (args.samples / "run.json").exists():  # a `ferrisbench generate` output directory
         from tasks.generation.stage import generated_samples_file
 
         if args.out.resolve() == args.samples.resolve():
@@ -234,6 +243,7 @@ def _evaluate(args: argparse.Namespace, config: ExecutorConfig) -> int:
             samples=args.samples, benchmark=args.benchmark, out=args.out, executor=config,
             policy=PolicyChoice(args.policy), ks=args.k, include_invalid=args.include_invalid,
             only_sampled_tasks=args.only_sampled_tasks, shard_size=args.shard_size,
+            samples_format=args.format, fields=field_mapping(args.fields), reference_verdict=args.reference_verdict,
             parallel_shards=args.parallel_shards, ray_address=args.ray_address, show_progress=not args.no_progress,
         )
     except ValueError as exc:

@@ -79,7 +79,7 @@ def run_generation(config: GenerationConfig, on_shard: Callable[[ShardPlan, bool
     try:
         out = Path(config.out)
         with RunDirLock(out):
-            ensure_run_identity(out, run_identity(config, problem_set))
+            ensure_run_identity(out, run_identity(prepared.config, problem_set))
             labels = [s.label for s in prepared.sources]
             _PREPARED[str(out)] = prepared
             if on_shard is not None:

@@ -68,6 +68,27 @@ class ExecutorConfig(BaseModel):
         }
 
 
+# What `--format` takes (tasks.imports holds one importer per name, and checks it matches this list).
+SAMPLE_FORMATS = ("parquet", "multipl-e", "bigcode", "lm-eval", "evalplus", "human-eval")
+FIELD_ROLES = ("completion", "task_id")  # what `--field ROLE=NAME` can rename
+
+
+def _checked_format(value: str | None) -> str | None:
+    if value is not None and value not in SAMPLE_FORMATS:
+        raise ValueError(f"unknown samples format {value!r}; use one of {', '.join(SAMPLE_FORMATS)}")
+    return value
+
+
+def _checked_fields(value: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(value) - set(FIELD_ROLES))
+    if unknown:
+        raise ValueError(f"--field {unknown[0]}=…: only {' and '.join(FIELD_ROLES)} can be renamed")
+    empty = sorted(role for role, name in value.items() if not name)
+    if empty:
+        raise ValueError(f"--field {empty[0]}=NAME needs a field name")
+    return dict(value)
+
+
 def _checked_ks(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
     """The ks sorted and deduplicated; each must be >= 1 (None: resolved later)."""
     if value is not None and (not value or min(value) < 1):
@@ -92,7 +113,10 @@ class RunConfig(BaseModel):
     policy: PolicyChoice = PolicyChoice.BOTH
     ks: tuple[int, ...] | None = None  # None: those of 1, 10, 100 that are <= n
     include_invalid: bool = False
-    only_sampled_tasks: bool = False
+    only_sampled_tasks: bool = False  # score each model over the tasks it has samples for
+    samples_format: str | None = None  # force an importer (--format); None: detected from the content
+    fields: dict[str, str] = Field(default_factory=dict)  # --field completion=NAME / task_id=NAME
+    reference_verdict: str | None = None  # --reference-verdict FIELD: the other harness's verdict per sample
     shard_size: int = Field(500, ge=1)  # samples per shard: one Prefect task, one parquet file per mode
     parallel_shards: int = Field(2, ge=1)  # local runner: shards in flight at once (they share one sandbox pool)
     ray_address: str | None = None  # run shard tasks on this Ray cluster (prefect-ray)
@@ -104,9 +128,19 @@ class RunConfig(BaseModel):
     def _positive_ks(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
         return _checked_ks(value)
 
+    @field_validator("samples_format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return _checked_format(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_fields(value)
+
     def settings_identity(self, ks: tuple[int, ...]) -> dict:
         """Settings that change results or metrics (with the resolved ks)."""
-        return {
+        identity = {
             "policy_modes": self.policy.modes(),
             "ks": list(ks),
             "include_invalid": self.include_invalid,
@@ -114,6 +148,10 @@ class RunConfig(BaseModel):
             "shard_size": self.shard_size,
             "bootstrap_samples": self.bootstrap_samples,
         }
+        reading = {"format": self.samples_format, "fields": self.fields, "reference_verdict": self.reference_verdict}
+        if any(reading.values()):  # only when set, so run directories made before these options still resume
+            identity["import"] = reading
+        return identity
 
 
 class GenerationConfig(BaseModel):
@@ -133,6 +171,10 @@ class GenerationConfig(BaseModel):
     out: Path
     prompt_style: str = Field("instruct", pattern="^(instruct|completion)$")
     samples: int = Field(100, ge=1)  # n per task, one request per task
+    samples_from_file: bool = False  # import:FILE: n is the file's own (what `generate` does without --samples)
+    only_sampled_tasks: bool = False  # import:FILE: generate only the tasks the file has samples for
+    samples_format: str | None = None  # import:FILE: force an importer (--format)
+    fields: dict[str, str] = Field(default_factory=dict)  # import:FILE: --field completion=NAME / task_id=NAME
     temperature: float = Field(0.2, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=1)
@@ -153,6 +195,16 @@ class GenerationConfig(BaseModel):
     openai_concurrency: int = Field(8, ge=1)
     openai_retries: int = Field(4, ge=0)
     openai_timeout_s: float = Field(600.0, gt=0)
+
+    @field_validator("samples_format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return _checked_format(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_fields(value)
 
 
 class ModelEntry(BaseModel):

@@ -18,6 +18,7 @@ import pandas as pd
 from tasks import metrics as metrics_lib
 from tasks.artifact_base import _fsync_dir, _pretty_json, _temp_path, _write_synced, identity_hash
 from tasks.config import RunConfig
+from tasks.imports import Context, ImportOptions, default_label, input_sha256
 from tasks.problems import ProblemSet, load_benchmark
 from tasks.samples import SamplesError, check_against_problems, read_samples
 
@@ -74,7 +75,7 @@ class RunPlan:
 def check_inputs(config: RunConfig) -> tuple[ProblemSet, pd.DataFrame, int, tuple[int, ...], str]:
     """Benchmark, samples (with `model`), n, resolved ks and the samples' sha256; raises on bad input."""
     problem_set = load_benchmark(config.benchmark, edition=config.executor.edition)
-    samples = read_samples(config.samples)
+    samples = read_samples(config.samples, import_context(config, problem_set))
     n = check_against_problems(
         samples, set(problem_set.by_id()), allow_missing_tasks=config.only_sampled_tasks
     )
@@ -83,11 +84,16 @@ def check_inputs(config: RunConfig) -> tuple[ProblemSet, pd.DataFrame, int, tupl
     if too_big:
         raise metrics_lib.MetricsError(f"pass@k needs k <= n = {n} samples per task; got k = {too_big}")
     if "model" not in samples.columns:
-        samples["model"] = Path(config.samples).stem
+        samples["model"] = default_label(Path(config.samples))
     elif samples["model"].map(lambda v: not isinstance(v, str) or not v).any():
         raise metrics_lib.MetricsError(f"{config.samples}: column 'model' must hold non-empty strings")
     _check_storable(samples, config.samples)
-    return problem_set, samples, n, tuple(ks), file_sha256(Path(config.samples))
+    return problem_set, samples, n, tuple(ks), input_sha256(Path(config.samples))
+
+
+def import_context(config: RunConfig, problem_set: ProblemSet) -> Context:
+    options = ImportOptions(config.samples_format, dict(config.fields), config.reference_verdict)
+    return Context(options, tuple(p.task_id for p in problem_set.problems))
 
 
 def _check_storable(samples: pd.DataFrame, path: Path) -> None:

@@ -1,37 +1,35 @@
 """Reading and checking a samples file before any compiling starts.
 
-Input is human-eval JSONL (`task_id`, `completion`, any extra fields) or parquet with the same
-columns. Everything that is wrong with the file is reported at once, with line numbers, before
-expensive work: malformed lines, unknown task ids, missing tasks, unequal sample counts.
+Input is any harness's output that `tasks.imports` reads (human-eval JSONL, parquet, bigcode,
+MultiPL-E, evalplus, lm-eval). Everything that is wrong with the file is reported at once, with
+line numbers, before expensive work: malformed lines, unknown task ids, missing tasks, unequal
+sample counts.
 A completion that is itself bad (empty, NUL, non-UTF-8, huge) is NOT a file error: it is kept
 and scored as `invalid_completion`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
+from tasks.imports import Context, SamplesError, import_samples
 
-class SamplesError(ValueError):
-    """The samples file cannot be evaluated as given; the message says where and why."""
-
+__all__ = ["SamplesError", "check_against_problems", "read_samples", "sample_keys"]
 
 MAX_REPORTED = 10
 
 
-def read_samples(path: Path) -> pd.DataFrame:
-    """Rows of the samples file, with `sample_index` filled per task in file order if absent."""
+def read_samples(path: Path, context: Context | None = None) -> pd.DataFrame:
+    """Rows of the samples input, with `sample_index` filled per task in file order if absent.
+
+    `context` carries the import options and the benchmark's task order (needed by formats that
+    match samples to tasks by position); without it the default detection is used.
+    """
     path = Path(path)
-    if not path.exists():
-        raise SamplesError(f"{path}: no such samples file")
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.DataFrame(_read_jsonl(path))
+    _, frame = import_samples(path, context or Context())
     if frame.empty:
         raise SamplesError(f"{path}: contains no samples")
     missing = [c for c in ("task_id", "completion") if c not in frame.columns]
@@ -72,58 +70,6 @@ def _sample_indexes(frame: pd.DataFrame, group_keys: list[str], path: Path) -> p
 def sample_keys(frame: pd.DataFrame) -> list[str]:
     """What identifies a sample: (model,) task_id, sample_index — a file may hold several models."""
     return (["model"] if "model" in frame.columns else []) + ["task_id", "sample_index"]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows: list[dict] = []
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise SamplesError(
-                    f"{path}:{number}: not valid UTF-8 at byte {exc.start}; "
-                    "JSONL must be UTF-8 (escape binary data)"
-                ) from None
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise SamplesError(f"{path}:{number}: malformed JSON ({exc.msg}, column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise SamplesError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            if "task_id" not in row or "completion" not in row:
-                raise SamplesError(f"{path}:{number}: needs 'task_id' and 'completion'; has {sorted(row)}")
-            rows.append(_encodable(row))
-    return rows
-
-
-def _encodable(row: dict) -> dict:
-    """JSON may escape lone surrogates (`"\\ud800"`) that no UTF-8 table can hold.
-
-    Such a completion is a bad sample, not a bad file: it is kept as a row with no completion
-    and the reason in `completion_issue`, and scored `invalid_completion`. Other fields get
-    U+FFFD in place of the unencodable characters.
-    """
-    clean = {}
-    for key, value in row.items():
-        if isinstance(value, str) and not _is_utf8_encodable(value):
-            if key == "completion":
-                clean["completion_issue"] = "completion is not valid Unicode (lone surrogate escape)"
-                value = None
-            else:
-                value = value.encode("utf-8", "replace").decode("utf-8")
-        clean[key] = value
-    return clean
-
-
-def _is_utf8_encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_against_problems(

@@ -200,7 +200,8 @@ def test_malformed_json_line_is_reported_with_its_line_number(tmp_path, benchmar
     path.write_text("\n".join(lines) + "\n")
     assert evaluate_in_process(path, benchmark, tmp_path / "out") == 1
     error = capsys.readouterr().err
-    assert error.startswith(f"ferrisbench: error: {path}:3: malformed JSON (")
+    column = len(lines[2]) + 1  # where the brace was expected
+    assert error == f"ferrisbench: error: {path}:3:{column}: malformed JSON (Expecting ',' delimiter)\n"
     assert_nothing_compiled(cache, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

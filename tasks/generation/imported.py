@@ -1,8 +1,9 @@
-"""Samples generated elsewhere (any harness's human-eval JSONL, or parquet) as a model.
+"""Samples generated elsewhere (any harness's output that `tasks.imports` reads) as a model.
 
 The file is checked whole before anything is written (`tasks.samples`): malformed lines,
 unknown tasks, tasks without samples and a sample count other than the one asked for are
-errors, never silently dropped or padded.
+errors, never silently dropped or padded. With `only_sampled_tasks` the run covers the tasks
+the file has samples for; with `n_from_file` the file's own samples per task is n.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tasks.generation.base import (
     TaskOutput,
     text_sha256,
 )
-from tasks.runplan import file_sha256
+from tasks.imports import Context, ImportOptions, input_sha256
 from tasks.samples import SamplesError, check_against_problems, read_samples
 from tasks.schema import Problem
 
@@ -29,13 +30,16 @@ MAX_SHOWN = 5
 
 
 class ImportedSource(SampleSource):
-    def __init__(self, path: Path, benchmark_task_ids: set[str], label: str | None = None):
+    def __init__(self, path: Path, benchmark_task_ids: Sequence[str], label: str | None = None,
+                 options: ImportOptions | None = None):
         self.path = Path(path).resolve()
-        self.benchmark_task_ids = set(benchmark_task_ids)
-        if not self.path.is_file():
+        self.benchmark_task_ids = tuple(benchmark_task_ids)  # in the benchmark's order
+        if not self.path.exists():
             raise GenerationError(f"samples file {path} does not exist")
         self.label = label or self.path.stem
-        self.sha256 = file_sha256(self.path)
+        self.options = options or ImportOptions()
+        self.sha256 = input_sha256(self.path)
+        self._frame: pd.DataFrame | None = None
         self._by_task: dict[str, pd.DataFrame] = {}
 
     def identity(self) -> dict:
@@ -48,19 +52,40 @@ class ImportedSource(SampleSource):
             "prompt_style": None,
         }
 
+    def frame(self) -> pd.DataFrame:
+        """The file's rows, read and checked against the benchmark's task ids once."""
+        if self._frame is None:
+            try:
+                frame = read_samples(self.path, Context(self.options, self.benchmark_task_ids))
+                check_against_problems(frame, set(self.benchmark_task_ids), allow_missing_tasks=True)  # unknown ids
+            except SamplesError as exc:
+                raise GenerationError(f"cannot import {self.path}: {exc}") from None
+            self._frame = frame
+        return self._frame
+
+    def sampled_tasks(self) -> set[str]:
+        return set(self.frame()["task_id"])
+
+    def samples_per_task(self) -> int:
+        try:
+            return check_against_problems(self.frame(), self.sampled_tasks(), allow_missing_tasks=True)
+        except SamplesError as exc:
+            raise GenerationError(f"cannot import {self.path}: {exc}") from None
+
     def prepare(self, problems: Sequence[Problem], sampling: Sampling) -> dict[str, str]:
         try:
-            frame = read_samples(self.path)
             wanted = {p.task_id for p in problems}
-            check_against_problems(frame, self.benchmark_task_ids, allow_missing_tasks=True)  # unknown ids
+            frame = self.frame()
             frame = frame[frame["task_id"].isin(wanted)]  # tasks left out of this run (--limit)
             if frame.empty:
                 raise SamplesError("it has no samples for the tasks of this run")
             n = check_against_problems(frame, wanted)
         except SamplesError as exc:
-            raise GenerationError(f"cannot import {self.path}: {exc}") from None
+            hint = str(exc).replace("pass --only-sampled-tasks", "pass --only-sampled-tasks (generate and evaluate)")
+            raise GenerationError(f"cannot import {self.path}: {hint}") from None
         if n != sampling.n:
-            raise GenerationError(f"{self.path} has {n} samples per task; {sampling.n} were asked for (--samples)")
+            raise GenerationError(f"{self.path} has {n} samples per task; {sampling.n} were asked for (--samples; "
+                                  "leave it out to take the file's)")
         frame = frame.sort_values(["task_id", "sample_index"], kind="stable")
         self._by_task = {task_id: rows for task_id, rows in frame.groupby("task_id", sort=False)}
         return {p.task_id: text_sha256(p.prompt) for p in problems}

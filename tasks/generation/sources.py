@@ -13,6 +13,7 @@ from pathlib import Path
 from tasks.config import GenerationConfig
 from tasks.generation.base import GenerationError, SampleSource
 from tasks.generation.imported import ImportedSource
+from tasks.imports import ImportOptions, default_label
 from tasks.generation.models import ResolvedModel, check_adapter_ranks, resolve
 from tasks.generation.openai_http import OpenAISource, parse_openai_spec
 from tasks.generation.prompts import PromptStyle
@@ -64,7 +65,9 @@ def build_sources(config: GenerationConfig, problem_set: ProblemSet, log_dir: Pa
         if spec == "reference":
             return [_labelled(ReferenceSource(problem_set.content_hash), name)]
         path = Path(spec.removeprefix("import:"))
-        return [ImportedSource(path, {p.task_id for p in problem_set.problems}, label=_check_label(name or label_from(path.stem)))]
+        options = ImportOptions(config.samples_format, dict(config.fields))
+        label = _check_label(name or label_from(default_label(path)))
+        return [ImportedSource(path, [p.task_id for p in problem_set.problems], label=label, options=options)]
     if spec.startswith("openai:"):
         url, model = parse_openai_spec(spec)
         base_label = _check_label(name or label_from(model or url.split("//", 1)[-1]))

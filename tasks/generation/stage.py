@@ -193,7 +193,7 @@ def select_problems(problem_set: ProblemSet, limit: int | None) -> list[Problem]
 
 def run_identity(config: GenerationConfig, problem_set: ProblemSet) -> dict:
     """What a generation directory is for: rerun with other settings → refused, never mixed."""
-    return {
+    identity = {
         "kind": RUN_KIND,
         "problems": {"name": problem_set.name, "content_hash": problem_set.content_hash},
         "model": config.model,
@@ -204,6 +204,10 @@ def run_identity(config: GenerationConfig, problem_set: ProblemSet) -> dict:
         "shard_tasks": config.shard_tasks,
         "dtype": config.dtype,
     }
+    reading = {"only_sampled_tasks": config.only_sampled_tasks, "format": config.samples_format, "fields": config.fields}
+    if any(reading.values()):  # only when set, so directories made before these options still resume
+        identity["import"] = reading
+    return identity
 
 
 @dataclass
@@ -234,12 +238,12 @@ def prepare_run(
     """
     from tasks.generation.sources import build_sources
 
-    problems = select_problems(problem_set, config.limit)
-    sampling = sampling_of(config)
     owned = sources is None  # sources are given only by tests that share one engine between runs
     if owned:
         sources = build_sources(config, problem_set, Path(config.out) / "logs")
     try:
+        config, problems = _imported_subset(config, problem_set, sources)
+        sampling = sampling_of(config)
         plans, hashes = {}, {}
         for source in sources:
             hashes[source.label] = source.prepare(problems, sampling)
@@ -251,6 +255,28 @@ def prepare_run(
             source.close()
         raise
     return PreparedRun(config, problem_set, {p.task_id: p for p in problems}, sampling, sources, plans, hashes)
+
+
+def _imported_subset(
+    config: GenerationConfig, problem_set: ProblemSet, sources: list[SampleSource]
+) -> tuple[GenerationConfig, list[Problem]]:
+    """An imported file decides what it can: n when `samples_from_file`, the tasks when `only_sampled_tasks`.
+
+    The resolved config (n filled in) is the one the run directory's identity records."""
+    from tasks.generation.imported import ImportedSource
+
+    imported = [s for s in sources if isinstance(s, ImportedSource)]
+    problems = select_problems(problem_set, config.limit)
+    if not imported:
+        return config, problems
+    if config.only_sampled_tasks:
+        covered = imported[0].sampled_tasks()
+        problems = [p for p in problems if p.task_id in covered]
+        if not problems:
+            raise GenerationError(f"{imported[0].path} has no samples for the tasks of this run")
+    if config.samples_from_file:
+        config = config.model_copy(update={"samples": imported[0].samples_per_task(), "samples_from_file": False})
+    return config, problems
 
 
 def read_model_samples(out_dir: Path, label: str) -> pd.DataFrame:
