@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import stopping
 from flows.report import markdown_report, metrics_table
+from tasks import agreement as agreement_lib
 from tasks import metrics as metrics_lib
 from tasks.artifacts import identity_hash
 from tasks.runplan import write_json_atomic, write_text_atomic
@@ -27,7 +28,7 @@ AGGREGATE_FORMAT = "ferrisbench.aggregate/1"
 
 
 def aggregate_identity(files: list[ResultFile], ks: list[int], include_invalid: bool,
-                       bootstrap_samples: int, expected_task_ids: list[str], meta: dict) -> dict:
+                       bootstrap_samples: int, expected_task_ids: list[str] | dict[str, list[str]], meta: dict) -> dict:
     return {
         "format": AGGREGATE_FORMAT,
         # the files' own hashes too: a recomputed shard (same identity, new timings) is re-merged
@@ -35,7 +36,8 @@ def aggregate_identity(files: list[ResultFile], ks: list[int], include_invalid: 
         "ks": list(ks),
         "include_invalid": include_invalid,
         "bootstrap_samples": bootstrap_samples,
-        "expected_task_ids": identity_hash({"ids": list(expected_task_ids)}),
+        "expected_task_ids": identity_hash({"ids": expected_task_ids if isinstance(expected_task_ids, dict)
+                                            else list(expected_task_ids)}),
         "meta": meta,
     }
 
@@ -62,10 +64,12 @@ def aggregate_flow(
     ks: list[int],
     include_invalid: bool,
     bootstrap_samples: int,
-    expected_task_ids: list[str],
+    expected_task_ids: list[str] | dict[str, list[str]],
     meta: dict,
 ) -> dict:
-    """Merge, score and report; returns {"metrics": …, "computed": bool}."""
+    """Merge, score and report; returns {"metrics": …, "computed": bool}.
+
+    `expected_task_ids` is one task list for every model, or model → its own tasks (partial sets)."""
     directory = Path(run_dir)
     identity = aggregate_identity(files, ks, include_invalid, bootstrap_samples, expected_task_ids, meta)
     wanted = identity_hash(identity)
@@ -80,8 +84,11 @@ def aggregate_flow(
             ks=ks,
             include_invalid=include_invalid,
             bootstrap_samples=bootstrap_samples,
-            expected_task_ids=set(expected_task_ids),
+            expected_task_ids=(expected_task_ids if isinstance(expected_task_ids, dict) else set(expected_task_ids)),
         )
+        reference = agreement_lib.agreement(merged)
+        if reference is not None:
+            metrics["agreement"] = reference
         metrics["meta"].update(meta)
         metrics["meta"]["aggregate_identity"] = wanted
         metrics["meta"]["results_sha256"] = results_sha256

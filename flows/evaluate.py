@@ -161,7 +161,7 @@ def evaluate_flow(config: RunConfig) -> dict:
             ks=list(plan.ks),
             include_invalid=config.include_invalid,
             bootstrap_samples=config.bootstrap_samples,
-            expected_task_ids=sorted(plan.samples["task_id"].unique()),
+            expected_task_ids=expected_tasks(plan.samples),
             meta=_metrics_meta(plan),
         )
         attempt = {
@@ -209,6 +209,15 @@ def _evaluate_shards(plan: RunPlan, specs: list[ShardSpec], inputs: StageInputs)
             "command to resume):\n  " + "\n  ".join(failures[:10])
         )
     return outcomes
+
+
+def expected_tasks(samples) -> list[str] | dict[str, list[str]]:
+    """The tasks every model is scored over, or, when the models' samples cover different tasks
+    (`--only-sampled-tasks`), each model's own: decided here, from the checked input, not after the work."""
+    per_model = {str(model): sorted(group["task_id"].unique()) for model, group in samples.groupby("model")}
+    if len({tuple(ids) for ids in per_model.values()}) == 1:
+        return next(iter(per_model.values()))
+    return per_model
 
 
 def _metrics_meta(plan: RunPlan) -> dict:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.agreement import report_lines as agreement_lines
+
 
 def headline(metrics: dict) -> str:
     """One line per (model, policy mode): pass@k, compile rate, scored tasks."""
@@ -78,12 +80,29 @@ def markdown_report(metrics: dict) -> str:
                 )
                 out.append(f"pass@1 per category ({mode}): {cats}.")
         out.append("")
+    out += _task_set_lines(meta.get("task_sets"))
+    out += agreement_lines(metrics.get("agreement"))
     excluded = meta.get("excluded_tasks") or {}
     out.append(f"## Tasks excluded by the validity gate ({len(excluded)})")
     out.append("")
     out += [f"- `{task}`: {validity}" for task, validity in sorted(excluded.items())] or ["none"]
     out.append("")
     return "\n".join(out)
+
+
+def _task_set_lines(task_sets: dict | None) -> list[str]:
+    """Models whose samples cover different tasks: each scored over its own, compared over the shared ones."""
+    if not task_sets:
+        return []
+    counts = ", ".join(f"{model} {count}" for model, count in task_sets["tasks_per_model"].items())
+    out = ["## Models cover different tasks", "",
+           f"Each model is scored over the tasks it has samples for ({counts} tasks), so the pass@k above are not "
+           f"comparable between models. Over the {task_sets['shared_by_all']} tasks every model has:", ""]
+    for model, modes in task_sets["pass_at_1_on_shared"].items():
+        cells = ", ".join(f"{mode} {value:.4f}" if value is not None else f"{mode} —" for mode, value in modes.items())
+        out.append(f"- {model}: pass@1 {cells}")
+    out.append("")
+    return out
 
 
 def _ci(ci: dict | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, TypedDict
 
@@ -93,24 +93,30 @@ def summarize(
     bootstrap_samples: int = 1000,
     seed: int = 0,
     *,
-    expected_task_ids: Iterable[str] | None = None,
+    expected_task_ids: Iterable[str] | Mapping[str, Iterable[str]] | None = None,
 ) -> Summary:
     """Metrics of every (model, policy_mode) group of a per-sample results table.
 
     `expected_task_ids`, when given, must be exactly the scored tasks of every group (tasks
     excluded by validity may be in it): a model that skipped a task is refused, not averaged.
+    A mapping model → task ids gives each model its own task set (samples covering different
+    subsets, decided at input checking); `meta["task_sets"]` then says which model has how many.
     """
     ks = _checked_ks(ks)
     _check_non_negative_int(bootstrap_samples, "bootstrap_samples")
     frame, excluded, invalid = _prepare(results, include_invalid)
-    expected = None if expected_task_ids is None else set(expected_task_ids) - set(excluded)
+    per_model = isinstance(expected_task_ids, Mapping)
+    if per_model:
+        expected_of = {str(m): set(ids) - set(excluded) for m, ids in expected_task_ids.items()}
+    elif expected_task_ids is not None:
+        shared = set(expected_task_ids) - set(excluded)
     categories = _task_categories(frame) if "category" in frame.columns else None
     groups: dict[str, dict[str, GroupMetrics]] = {}
     for (model, mode), group in frame.groupby(GROUP_KEYS, sort=True):
         label = f"model {model!r} / policy_mode {mode!r}"
         per_task, n = _per_task_counts(group, label)
-        if expected is not None:
-            _check_task_set(set(per_task.index), expected, label)
+        if expected_task_ids is not None:
+            _check_task_set(set(per_task.index), expected_of.get(str(model), set()) if per_model else shared, label)
         too_large = [k for k in ks if k > n]
         if too_large:
             raise MetricsError(f"{label}: requested k={too_large} exceed n={n} samples per task")
@@ -131,6 +137,23 @@ def summarize(
             "pass_rule": "only status 'passed' is a pass; every other status is a failure in n",
             "compiled_statuses": sorted(COMPILED_STATUSES),
             "error_code_rule": "samples reporting the code (a code repeated in one sample counts once)",
+            **({"task_sets": _task_sets(groups)} if per_model else {}),
+        },
+    }
+
+
+def _task_sets(groups: dict[str, dict[str, GroupMetrics]]) -> dict[str, Any]:
+    """Models scored over different tasks: each one's count, and what every pair of them shares."""
+    tasks = {model: set(next(iter(modes.values()))["per_task_pass_rate"]) for model, modes in groups.items()}
+    shared = set.intersection(*tasks.values()) if tasks else set()
+    return {
+        "rule": "each model is scored over the tasks it has samples for; compare models over shared tasks only",
+        "tasks_per_model": {model: len(ids) for model, ids in sorted(tasks.items())},
+        "shared_by_all": len(shared),
+        "pass_at_1_on_shared": {
+            model: {mode: (float(np.mean([g["per_task_pass_rate"][t] for t in shared])) if shared else None)
+                    for mode, g in sorted(modes.items())}
+            for model, modes in sorted(groups.items())
         },
     }
 

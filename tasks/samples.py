@@ -102,7 +102,8 @@ def check_against_problems(
             )
         if not allow_missing_tasks and set(counts) != task_ids:
             absent = sorted(task_ids - set(counts))[:MAX_REPORTED]
-            raise SamplesError(f"{label}{len(task_ids - set(counts))} task(s) have no samples (e.g. {', '.join(absent)})")
+            raise SamplesError(f"{label}{len(task_ids - set(counts))} task(s) have no samples (e.g. {', '.join(absent)}); "
+                               "pass --only-sampled-tasks to score each model over the tasks it has")
         n_by_model[str(model)] = next(iter(sizes))
     if len(set(n_by_model.values())) > 1:
         raise SamplesError(f"models have different samples per task: {n_by_model}; pass@k needs one n")
