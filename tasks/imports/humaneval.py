@@ -19,18 +19,27 @@ def rows_from_objects(path: Path, context: Context, text_fields: tuple[str, ...]
     task_field = context.options.field_name("task_id")
     bad = BadLines(str(path))
     rows = []
-    for number, obj in objects(path):
-        text_field = next((f for f in text_fields if f in obj), None)
+    reference = context.options.reference_verdict is not None
+    first_text = text_fields[0]
+    for number, obj, suspicious in objects(path):
+        text_field = first_text if first_text in obj else next((f for f in text_fields if f in obj), None)
         if task_field not in obj or text_field is None:
             wanted = " or ".join(repr(f) for f in text_fields)
             bad.add(number, None, f"{format_name} lines need {task_field!r} and {wanted}; this one has {sorted(obj)} "
                                   "(name other fields with --field task_id=NAME / --field completion=NAME, "
                                   "or pick the format with --format)")
             continue
-        row = {key: value for key, value in obj.items() if key not in (task_field, text_field)}
-        row["task_id"], row["completion"] = obj[task_field], obj[text_field]
-        add_reference(row, obj, context, bad, number)
-        rows.append(unicode_safe(row))
+        verdict: dict = {}
+        if reference:
+            add_reference(verdict, obj, context, bad, number)
+        row = obj  # our own parsed object: renamed in place, the other fields kept as they are
+        if task_field != "task_id":
+            row["task_id"] = row.pop(task_field)
+        if text_field != "completion":
+            row["completion"] = row.pop(text_field)
+        if verdict:
+            row.update(verdict)
+        rows.append(unicode_safe(row) if suspicious else row)
     bad.raise_if_any()
     return rows
 

@@ -8,12 +8,15 @@ object is reported with its line and column, up to the first 20 bad lines at onc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.imports.base import BadLines, read_bytes
 
 _CONTROL_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\x00": "NUL", "\x1b": "escape"}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_DECODER = json.JSONDecoder()
 _ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
 
 
@@ -27,27 +30,38 @@ def json_type(value: object) -> str:
     return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def objects(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of every non-blank line; raises SamplesError listing every bad line."""
+def objects(path: Path) -> Iterator[tuple[int, dict, bool]]:
+    """(line number, object, may hold a lone surrogate) of every non-blank line.
+
+    Raises SamplesError listing every bad line (after the whole file was read). The third value is
+    True when the line has a `\\uD8xx`-`\\uDFxx` escape, the only way JSON can hold text no UTF-8 can.
+    """
     data = read_bytes(path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    try:
+        lines = data.decode("utf-8").split("\n")  # one decode for the file: the fast path
+        decode = _DECODER.decode  # str only; skips json.loads's per-call checks
+    except UnicodeDecodeError:
+        lines = data.split(b"\n")  # decoded line by line, so each bad one is named
+        decode = json.loads
     bad = BadLines(str(path))
-    decode = json.loads
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    surrogate = _SURROGATE_ESCAPE.search
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
-            value = decode(raw)  # bytes: json detects UTF-8 itself (and is faster than decoding first)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            column, message = explain(raw)
+            value = decode(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            column, message = explain(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
             bad.add(number, column, message)
             continue
-        if not isinstance(value, dict):
+        if type(value) is not dict:
             bad.add(number, None, f"expected a JSON object ({{...}}), found {json_type(value)}")
             continue
         if not bad.count:
-            yield number, value
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            yield number, value, "\\u" in text and surrogate(text) is not None
     bad.raise_if_any()
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from tasks.imports.base import BadLines, Context, Importer, Probe, add_reference, unicode_safe
 from tasks.imports.jsonl import first_object, json_type, objects
 
@@ -40,12 +42,12 @@ class LmEvalSamples(Importer):
         obj = first_object(probe.head)
         return obj is not None and "doc" in obj and ("filtered_resps" in obj or "resps" in obj)
 
-    def read(self, path: Path, context: Context) -> list[dict]:
+    def read(self, path: Path, context: Context) -> pd.DataFrame:
         bad = BadLines(str(path))
         wanted_text = context.options.fields.get("completion")
         wanted_id = context.options.fields.get("task_id")
-        rows = []
-        for number, obj in objects(path):
+        columns: dict[str, list] = {"task_id": [], "completion": [], "sample_index": [], **{key: [] for key in KEPT}}
+        for number, obj, suspicious in objects(path):
             doc = obj.get("doc")
             task_id = self._task_id(obj, doc, wanted_id, context, bad, number)
             field = wanted_text or ("filtered_resps" if "filtered_resps" in obj else "resps")
@@ -56,14 +58,29 @@ class LmEvalSamples(Importer):
                 continue
             if task_id is None:
                 continue
-            kept = {key: obj[key] for key in KEPT if key in obj}
+            verdict: dict = {}
+            if context.options.reference_verdict:
+                add_reference(verdict, obj, context, bad, number)
+            if suspicious:
+                texts = [unicode_safe({"completion": text}) for text in texts]
+                issues = [t.get("completion_issue") for t in texts]
+                texts = [t["completion"] for t in texts]
+                columns.setdefault("completion_issue", [None] * len(columns["task_id"]))
             for index, text in enumerate(texts):
-                row = {"task_id": task_id, "completion": text, "sample_index": index, **kept}
-                if context.options.reference_verdict:
-                    add_reference(row, obj, context, bad, number)
-                rows.append(unicode_safe(row))
+                columns["task_id"].append(task_id)
+                columns["completion"].append(text)
+                columns["sample_index"].append(index)
+                for key in KEPT:
+                    columns[key].append(obj.get(key))
+                for key in ("reference_verdict", "reference_passed"):
+                    if verdict:
+                        columns.setdefault(key, [None] * (len(columns["task_id"]) - 1)).append(verdict[key])
+                    elif key in columns:
+                        columns[key].append(None)
+                if "completion_issue" in columns:
+                    columns["completion_issue"].append(issues[index] if suspicious else None)
         bad.raise_if_any()
-        return rows
+        return pd.DataFrame({key: values for key, values in columns.items() if any(v is not None for v in values)})
 
     @staticmethod
     def _task_id(obj: dict, doc, wanted: str | None, context: Context, bad: BadLines, number: int) -> str | None:
