@@ -188,3 +188,10 @@ def test_truncated_gzip_says_so(tmp_path):
     path.write_bytes(gzip.compress(b'{"task_id": "T", "completion": "x"}\n' * 100)[:40])
     with pytest.raises(SamplesError, match=r"starts like gzip-compressed data but does not decompress"):
         read_samples(path)
+
+
+def test_a_directory_that_is_neither_a_generation_nor_multipl_e_output_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(SamplesError, match=r"neither a directory written by `ferrisbench generate` \(no run.json\) "
+                                           r"nor a MultiPL-E output directory"):
+        read_samples(tmp_path)

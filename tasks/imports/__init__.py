@@ -13,7 +13,9 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+import structlog
 
+from tasks.config import SAMPLE_FORMATS
 from tasks.imports.base import Context, Importer, ImportOptions, SamplesError, probe
 from tasks.imports.bigcode import BigcodeGenerations
 from tasks.imports.evalplus import EvalplusJsonl
@@ -30,6 +32,8 @@ IMPORTERS: dict[str, Importer] = {
     for importer in (Parquet(), MultiplE(), BigcodeGenerations(), LmEvalSamples(), EvalplusJsonl(), HumanEvalJsonl())
 }
 FORMAT_NAMES = tuple(IMPORTERS)
+assert set(FORMAT_NAMES) == set(SAMPLE_FORMATS), "tasks.config.SAMPLE_FORMATS must list every importer"
+log = structlog.get_logger(__name__)
 
 
 def detect(path: Path, options: ImportOptions) -> Importer:
@@ -42,6 +46,9 @@ def detect(path: Path, options: ImportOptions) -> Importer:
     for importer in IMPORTERS.values():
         if importer.detect(seen):
             return importer
+    if seen.is_dir:
+        raise SamplesError(f"{path}: neither a directory written by `ferrisbench generate` (no run.json) nor a "
+                           "MultiPL-E output directory (no <problem>.json or .json.gz files)")
     return IMPORTERS["human-eval"]  # reports what each line lacks
 
 
@@ -53,6 +60,8 @@ def import_samples(path: Path, context: Context) -> tuple[str, pd.DataFrame]:
     importer = detect(path, context.options)
     rows = importer.read(path, context)
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    log.info("samples_imported", path=str(path), format=importer.name, samples=len(frame),
+             forced=context.options.format is not None)
     return importer.name, frame
 
 
