@@ -268,6 +268,8 @@ def _imported_subset(
     imported = [s for s in sources if isinstance(s, ImportedSource)]
     problems = select_problems(problem_set, config.limit)
     if not imported:
+        if config.only_sampled_tasks or config.samples_format or config.fields:
+            raise GenerationError("--only-sampled-tasks, --format and --field apply to --model import:FILE only")
         return config, problems
     if config.only_sampled_tasks:
         covered = imported[0].sampled_tasks()
