@@ -28,11 +28,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STATE_TIMEOUT_S = 8.0  # at most this long marking flow runs Crashed before exiting (~0.1 s when idle)
+STATE_TIMEOUT_S = 8.0  # at most this long marking flow runs Crashed before exiting (~0.5 s when idle)
+TASK_EVENTS_DRAIN_S = 2.0  # queued task-run events sent to the API first
+TASK_STATE_ROUNDS, TASK_STATE_PAUSE_S = 6, 0.25  # then running task runs looked for (and crashed) again
 _WORKER_LOCK = re.compile(r"/worker-(\d+)\.lock$")
 
 _flow_runs: set[str] = set()
@@ -118,21 +121,30 @@ def _mark_crashed(signal_name: str) -> None:
         from prefect.client.schemas.objects import StateType
         from prefect.states import Crashed
 
+        from prefect.events.worker import EventsWorker
+
         message = f"ferrisbench was stopped by {signal_name}; rerun the same command to resume"
         unfinished = [StateType.RUNNING, StateType.PENDING]
+        # Task-run states travel as events: send what is queued, so the API knows the running ones.
+        EventsWorker.drain_all(timeout=TASK_EVENTS_DRAIN_S)
         with get_client(sync_client=True) as client:
             flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(any_=tracked), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))))
             if not flow_runs:
                 return
-            task_runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in flow_runs])),
-                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))),
-            )
-            for run in task_runs:
-                client.set_task_run_state(run.id, Crashed(message=message), force=True)
+            in_flows = FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in flow_runs]))
+            running = TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished)))
             for run in flow_runs:
                 client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            # The API records task-run events asynchronously: look again until none is left running.
+            for attempt in range(TASK_STATE_ROUNDS):
+                task_runs = client.read_task_runs(flow_run_filter=in_flows, task_run_filter=running)
+                for run in task_runs:
+                    client.set_task_run_state(run.id, Crashed(message=message), force=True)
+                if attempt:
+                    if not task_runs:
+                        break
+                time.sleep(TASK_STATE_PAUSE_S)
     except Exception as error:  # the API may be what is going away; the exit must not wait for it
         os.write(2, f"ferrisbench: could not mark the flow runs Crashed: {type(error).__name__}: {error}\n".encode())
 

@@ -33,7 +33,8 @@ log = structlog.get_logger(__name__)
 CACHE_FORMAT = "ferrisbench.verdict/1"
 CACHEABLE = frozenset({Status.PASSED, Status.FAILED_TESTS, Status.COMPILE_ERROR, Status.RUNTIME_CRASH})
 _EXECUTOR_SOURCES = ("verdict*.py", "completion*.py", "execute*.py", "sandbox*.py", "batch*.py",
-                     "rust_lexer.py", "schema.py", "toolchain.py")
+                     "rust_lexer.py", "schema.py", "toolchain.py", "job_runner.py", "job_runner.rs",
+                     "untrusted_files.py")
 _PROGRAM_FIELDS = ("tests_passed", "compile_seconds", "run_seconds", "error_codes", "diagnostic")
 
 
