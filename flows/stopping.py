@@ -141,9 +141,8 @@ def _mark_crashed(signal_name: str) -> None:
                 task_runs = client.read_task_runs(flow_run_filter=in_flows, task_run_filter=running)
                 for run in task_runs:
                     client.set_task_run_state(run.id, Crashed(message=message), force=True)
-                if attempt:
-                    if not task_runs:
-                        break
+                if attempt and not task_runs:
+                    break
                 time.sleep(TASK_STATE_PAUSE_S)
     except Exception as error:  # the API may be what is going away; the exit must not wait for it
         os.write(2, f"ferrisbench: could not mark the flow runs Crashed: {type(error).__name__}: {error}\n".encode())

@@ -96,7 +96,25 @@ def _checked_ks(value: tuple[int, ...] | None) -> tuple[int, ...] | None:
     return None if value is None else tuple(sorted(set(value)))
 
 
-class RunConfig(BaseModel):
+class SampleReading(BaseModel):
+    """How a samples file of another harness is read (`evaluate FILE`, `generate --model import:FILE`)."""
+
+    only_sampled_tasks: bool = False  # only the tasks the file has samples for (each model over its own)
+    samples_format: str | None = None  # force an importer (--format); None: detected from the content
+    fields: dict[str, str] = Field(default_factory=dict)  # --field completion=NAME / task_id=NAME
+
+    @field_validator("samples_format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return _checked_format(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_fields(value)
+
+
+class RunConfig(SampleReading):
     """One evaluation run: what is judged, how, how it is scored, where it lives, how it scales.
 
     Recorded as `DIR/config.json` so `ferrisbench resume DIR` repeats it exactly. Only the
@@ -113,9 +131,6 @@ class RunConfig(BaseModel):
     policy: PolicyChoice = PolicyChoice.BOTH
     ks: tuple[int, ...] | None = None  # None: those of 1, 10, 100 that are <= n
     include_invalid: bool = False
-    only_sampled_tasks: bool = False  # score each model over the tasks it has samples for
-    samples_format: str | None = None  # force an importer (--format); None: detected from the content
-    fields: dict[str, str] = Field(default_factory=dict)  # --field completion=NAME / task_id=NAME
     reference_verdict: str | None = None  # --reference-verdict FIELD: the other harness's verdict per sample
     shard_size: int = Field(500, ge=1)  # samples per shard: one Prefect task, one parquet file per mode
     parallel_shards: int = Field(2, ge=1)  # local runner: shards in flight at once (they share one sandbox pool)
@@ -127,16 +142,6 @@ class RunConfig(BaseModel):
     @classmethod
     def _positive_ks(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
         return _checked_ks(value)
-
-    @field_validator("samples_format")
-    @classmethod
-    def _known_format(cls, value: str | None) -> str | None:
-        return _checked_format(value)
-
-    @field_validator("fields")
-    @classmethod
-    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        return _checked_fields(value)
 
     def settings_identity(self, ks: tuple[int, ...]) -> dict:
         """Settings that change results or metrics (with the resolved ks)."""
@@ -154,7 +159,7 @@ class RunConfig(BaseModel):
         return identity
 
 
-class GenerationConfig(BaseModel):
+class GenerationConfig(SampleReading):
     """The generate stage: which model(s), how prompted and sampled, how the engine is built.
 
     `model` is a local path, a Hugging Face id (`owner/name[/subfolder][@revision]`),
@@ -172,9 +177,6 @@ class GenerationConfig(BaseModel):
     prompt_style: str = Field("instruct", pattern="^(instruct|completion)$")
     samples: int = Field(100, ge=1)  # n per task, one request per task
     samples_from_file: bool = False  # import:FILE: n is the file's own (what `generate` does without --samples)
-    only_sampled_tasks: bool = False  # import:FILE: generate only the tasks the file has samples for
-    samples_format: str | None = None  # import:FILE: force an importer (--format)
-    fields: dict[str, str] = Field(default_factory=dict)  # import:FILE: --field completion=NAME / task_id=NAME
     temperature: float = Field(0.2, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=1)
@@ -195,16 +197,6 @@ class GenerationConfig(BaseModel):
     openai_concurrency: int = Field(8, ge=1)
     openai_retries: int = Field(4, ge=0)
     openai_timeout_s: float = Field(600.0, gt=0)
-
-    @field_validator("samples_format")
-    @classmethod
-    def _known_format(cls, value: str | None) -> str | None:
-        return _checked_format(value)
-
-    @field_validator("fields")
-    @classmethod
-    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        return _checked_fields(value)
 
 
 class ModelEntry(BaseModel):

@@ -49,7 +49,6 @@ from tasks.sandbox_process import (  # noqa: F401  (re-exported: the public API 
     _kill_group,
     _read_some,
     compile_limits,
-    kill_processes_of_uid,
     kill_processes_of_uids,
     processes_of_uid,
     run_limits,

@@ -106,13 +106,9 @@ def processes_of_uids(uids: set[int] | frozenset[int] | range) -> dict[int, list
     return found
 
 
-def kill_processes_of_uid(uid: int, attempts: int = 50) -> None:
-    """SIGKILL everything `uid` owns: `kill -1` sent as that uid reaches exactly its processes."""
-    kill_processes_of_uids({uid}, attempts)
-
-
 def kill_processes_of_uids(uids: set[int] | frozenset[int], attempts: int = 50) -> None:
-    """SIGKILL every process of each of `uids` (one /proc scan when none is left, the usual case)."""
+    """SIGKILL every process of each of `uids` (one /proc scan when none is left, the usual case):
+    `kill -1` sent as a uid reaches exactly that uid's processes."""
     for _ in range(attempts):
         alive = processes_of_uids(uids)
         if not alive:

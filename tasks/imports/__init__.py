@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import structlog
 
+from tasks.benchmarks.pypi_wheel import file_sha256
 from tasks.config import SAMPLE_FORMATS
 from tasks.imports.base import Context, Importer, ImportOptions, SamplesError, probe
 from tasks.imports.bigcode import BigcodeGenerations
@@ -69,18 +70,10 @@ def input_sha256(path: Path) -> str:
     """sha256 of a samples file, or of a directory's sample files (names and contents)."""
     path = Path(path)
     if not path.is_dir():
-        return _file_sha256(path)
+        return file_sha256(path)
     digest = hashlib.sha256()
     for file in input_files(path):
-        digest.update(f"{file.name}\0{_file_sha256(file)}\n".encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        digest.update(f"{file.name}\0{file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 
